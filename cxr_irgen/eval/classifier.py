@@ -1,0 +1,7 @@
+"""Placeholder until its issue lands."""
+
+from cxr_irgen.errors import UserError
+
+
+def run(cfg) -> None:
+    raise UserError("train-classifier is not available yet in this version of cxr-irgen")

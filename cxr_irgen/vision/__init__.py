@@ -1,0 +1,1 @@
+"""cxr_irgen.vision"""
