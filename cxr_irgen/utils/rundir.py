@@ -1,4 +1,4 @@
-"""Where a command writes: Hydra's run directory, or ``cfg.run_dir`` when called from Python."""
+"""Where a command writes: ``cfg.run_dir`` when set (Python callers, the demo), else Hydra's run directory."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ def run_dir(cfg) -> Path:
     """The output directory of the current command run."""
     from hydra.core.hydra_config import HydraConfig
 
+    explicit = cfg.get("run_dir") if cfg is not None else None
+    if explicit:
+        return Path(explicit)
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
-    explicit = cfg.get("run_dir") if cfg is not None else None
-    return Path(explicit or os.getcwd())
+    return Path(os.getcwd())

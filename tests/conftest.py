@@ -1,0 +1,31 @@
+"""Shared fixtures: offline environment, a small phantom dataset, the real data in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real radiographs); tests using it skip when it is absent."""
+    if not (SHARED_DATA / "covid-cxr" / "metadata.csv").exists():
+        pytest.skip(f"real data not found at {SHARED_DATA} (see ../shared/data/README.md)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """A small phantom dataset in the MIMIC-CXR-JPG layout (240 images, 64 px), built once per session."""
+    from cxr_irgen.data.phantoms import make_phantoms
+
+    return make_phantoms(tmp_path_factory.mktemp("phantoms"), n=240, seed=0, size=64)
