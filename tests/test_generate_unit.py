@@ -1,0 +1,55 @@
+"""generate's pure parts: label sources, pair planning, gallery HTML and label agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxr_irgen.data.labels import LABEL_INDEX, format_labels
+from cxr_irgen.errors import UserError
+from cxr_irgen.gallery import label_agreement, write_gallery
+from cxr_irgen.generate import plan_pairs, read_label_vectors
+
+
+def test_labels_from_string_and_csv(tmp_path):
+    (vec,) = read_label_vectors("Cardiomegaly=1, pleural effusion=-1", None)
+    assert vec[LABEL_INDEX["Cardiomegaly"]] == 1 and vec[LABEL_INDEX["Pleural Effusion"]] == -1
+    wide = tmp_path / "wide.csv"
+    wide.write_text("Cardiomegaly,Edema\n1,0\n,1\n")
+    vecs = read_label_vectors(None, str(wide))
+    assert len(vecs) == 2 and vecs[0][LABEL_INDEX["Edema"]] == 0 and np.isnan(vecs[1][LABEL_INDEX["Cardiomegaly"]])
+    strings = tmp_path / "strings.csv"
+    strings.write_text('labels\n"Edema=1, Fracture=0"\n')
+    assert format_labels(read_label_vectors(None, str(strings))[0]) == "Edema=1, Fracture=0"
+
+
+@pytest.mark.parametrize(
+    "labels,labels_file,match",
+    [(None, None, "exactly one"), ("Cardiomegaly=2", None, "bad value"), ("Heartache=1", None, "unknown label"), (None, "/nope.csv", "no such file")],
+)
+def test_bad_label_input_is_one_line(labels, labels_file, match):
+    with pytest.raises(UserError, match=match):
+        read_label_vectors(labels, labels_file)
+
+
+def test_csv_without_label_columns_is_rejected(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="CheXpert columns"):
+        read_label_vectors(None, str(bad))
+
+
+def test_plan_gives_each_pair_its_own_seed():
+    plan = plan_pairs([np.zeros(14), np.ones(14)], n=3, seed=100)
+    assert [p["index"] for p in plan] == list(range(6))
+    assert [p["seed"] for p in plan] == list(range(100, 106))
+    assert (plan[3]["labels"] == 1).all()
+
+
+def test_gallery_and_agreement(tmp_path):
+    assert label_agreement("Cardiomegaly=1, Edema=0", "Cardiomegaly=1") == (2, 2)
+    assert label_agreement("Cardiomegaly=1, Edema=0", "Edema=1") == (0, 2)
+    rows = [{"image": "pairs/0000.png", "labels": "Cardiomegaly=1", "prompt": "A chest X-Ray image with cardiomegaly",
+             "report": "Heart <b>enlarged</b>.", "report_labels": "Cardiomegaly=1"}]
+    html = write_gallery(rows, tmp_path / "index.html").read_text()
+    assert 'src="pairs/0000.png"' in html and "agree 1/1" in html and "&lt;b&gt;" in html
