@@ -1,0 +1,125 @@
+"""Reference-image lookup (DESIGN 1.1): a train image whose labels match the query's.
+
+Rules, in order, for a query label vector ``q``:
+
+1. an image whose full label vector equals ``q`` (same :func:`~cxr_irgen.data.labels.label_key`);
+2. else one with the same positive set (same :func:`~cxr_irgen.data.labels.positive_key`,
+   other entries may differ);
+3. else one whose positive set is closest: smallest Hamming distance between positive
+   masks, all tied sets pooled.
+
+``exclude`` (the target image itself during training) is never returned. The choice among
+candidates is a seeded hash of ``seed`` (uniform over candidates, the same for the same
+seed). Rules 1 and 2 are dict lookups; rule 3 scans only the distinct positive sets (a few
+thousand at most on MIMIC) once per query set and is memoised. The hot path of
+:meth:`ReferenceIndex.lookup` is a few microseconds (see ``benchmarks/data_index.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from cxr_irgen.data.labels import CHEXPERT_LABELS, NUM_LABELS
+from cxr_irgen.errors import UserError
+
+log = logging.getLogger(__name__)
+
+_MASK64 = (1 << 64) - 1
+_BITS = 1 << np.arange(NUM_LABELS, dtype=np.int64)
+
+
+def canonical_labels(labels: np.ndarray) -> np.ndarray:
+    """(…, 14) float32 with one NaN bit pattern and no negative zero, so equal vectors have equal bytes."""
+    labels = np.asarray(labels, dtype=np.float32)
+    return np.where(np.isnan(labels), np.float32(np.nan), labels + np.float32(0.0)).astype(np.float32)
+
+
+def positive_masks(labels: np.ndarray) -> np.ndarray:
+    """(N, 14) labels → (N,) int64 bit masks of the positive observations (bit i = observation i is 1.0)."""
+    return ((np.asarray(labels) == 1.0) * _BITS).sum(axis=-1)
+
+
+def seeded_choice(seed: int, n: int) -> int:
+    """A well-mixed index in [0, n) from ``seed`` (splitmix64 finaliser; no RNG object, ~1 µs)."""
+    z = (seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) % n
+
+
+class ReferenceIndex:
+    """Hash index from label vectors to candidate reference images (dicom ids)."""
+
+    def __init__(self, dicom_ids: list[str], labels: np.ndarray, image_paths: list[str]):
+        if not len(dicom_ids):
+            raise UserError("no images to choose reference images from: the train split of the data is empty")
+        labels = canonical_labels(labels).reshape(len(dicom_ids), NUM_LABELS)
+        self.dicom_ids = list(dicom_ids)
+        self._paths = dict(zip(self.dicom_ids, image_paths))
+        self._by_label: dict[bytes, list[int]] = {}
+        for row, key in enumerate(map(bytes, labels)):
+            self._by_label.setdefault(key, []).append(row)
+        masks = positive_masks(labels)
+        self._by_positive: dict[int, list[int]] = {}
+        for row, mask in enumerate(masks.tolist()):
+            self._by_positive.setdefault(mask, []).append(row)
+        self._masks = np.array(sorted(self._by_positive), dtype=np.int64)
+        self._closest = lru_cache(maxsize=None)(self._closest_rows)
+        log.info("reference index: %d images, %d distinct label vectors, %d distinct positive sets", len(self.dicom_ids), len(self._by_label), len(self._masks))
+
+    @classmethod
+    def from_index(cls, index: pd.DataFrame, split: str | None = "train") -> "ReferenceIndex":
+        """Build from an index table (:func:`cxr_irgen.data.mimic.load_index` schema), keeping ``split`` rows (None: all)."""
+        if split is not None:
+            index = index[index["split"] == split]
+        return cls(index["dicom_id"].tolist(), index[list(CHEXPERT_LABELS)].to_numpy(np.float32), index["image_path"].tolist())
+
+    def __len__(self) -> int:
+        return len(self.dicom_ids)
+
+    def image_path(self, dicom_id: str) -> str:
+        """Absolute image path of a dicom id of this index."""
+        try:
+            return self._paths[dicom_id]
+        except KeyError:
+            raise UserError(f"dicom_id {dicom_id!r} is not in the reference index") from None
+
+    def lookup(self, labels: np.ndarray, exclude: str | None = None, seed: int = 0) -> str:
+        """The dicom id of a reference image for ``labels`` (14,), never ``exclude``; same seed → same choice."""
+        vector = np.asarray(labels, dtype=np.float32)
+        rows = self._by_label.get(vector.tobytes())
+        if rows is None:
+            vector = canonical_labels(vector)
+            rows = self._by_label.get(vector.tobytes())
+        choice = self._pick(rows, exclude, seed)
+        if choice is None:
+            mask = int(positive_masks(vector))
+            choice = self._pick(self._by_positive.get(mask), exclude, seed)
+            if choice is None:
+                choice = self._pick(self._closest(mask), exclude, seed)
+        if choice is None:
+            raise UserError(f"no reference image other than {exclude!r}: the reference index has {len(self)} image(s)")
+        return choice
+
+    def _pick(self, rows: list[int] | None, exclude: str | None, seed: int) -> str | None:
+        if not rows:
+            return None
+        i = seeded_choice(seed, len(rows))
+        dicom_id = self.dicom_ids[rows[i]]
+        if dicom_id == exclude:
+            if len(rows) == 1:
+                return None
+            dicom_id = self.dicom_ids[rows[(i + 1) % len(rows)]]
+        return dicom_id
+
+    def _closest_rows(self, mask: int) -> list[int]:
+        """Rows of every positive set at the smallest nonzero Hamming distance from ``mask`` (memoised)."""
+        others = self._masks[self._masks != mask]
+        if not len(others):
+            return []
+        distance = np.array([bin(m).count("1") for m in (others ^ mask).tolist()])
+        return [row for m in others[distance == distance.min()].tolist() for row in self._by_positive[m]]

@@ -1,0 +1,103 @@
+"""The training and test selections of DESIGN 1.1 as named functions that log their counts.
+
+Every function takes the index table of :func:`cxr_irgen.data.mimic.load_index` (and the
+report sections of :func:`cxr_irgen.data.sections.load_report_sections` where texts are
+needed) and returns a new table.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from cxr_irgen.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FRONTAL_VIEWS = ("PA", "AP")
+STAGE1_VARIANTS = ("findings", "impression", "findings+impression")
+TEST_REQUIREMENTS = ("findings", "findings_or_impression")
+
+
+def _has_report(index: pd.DataFrame) -> pd.Series:
+    if "report_text" in index.columns:
+        return index["report_text"].fillna("") != ""
+    return index["report_path"] != ""
+
+
+def _one_frontal_per_study(index: pd.DataFrame) -> pd.DataFrame:
+    """One image per study: PA preferred, else AP (lowest dicom_id within the view, so deterministic)."""
+    frontal = index[index["view"].isin(FRONTAL_VIEWS)]
+    rank = frontal["view"].map({v: i for i, v in enumerate(FRONTAL_VIEWS)})
+    order = frontal.assign(_rank=rank).sort_values(["study_id", "_rank", "dicom_id"], kind="stable")
+    return order.drop_duplicates("study_id").drop(columns="_rank").reset_index(drop=True)
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"{name}={value!r}: use one of {', '.join(allowed)}")
+
+
+def vision_train(index: pd.DataFrame) -> pd.DataFrame:
+    """PA images of the train split (the vision module's training set)."""
+    selected = index[(index["split"] == "train") & (index["view"] == "PA")].reset_index(drop=True)
+    log.info("vision_train: %d PA train images (of %d train images)", len(selected), int((index["split"] == "train").sum()))
+    return selected
+
+
+def stage1_text(sections: pd.DataFrame, variant: str) -> pd.Series:
+    """The report text of each row of ``sections`` for a stage-1 variant ('' when the needed sections are missing)."""
+    _check_choice("variant", variant, STAGE1_VARIANTS)
+    if variant == "findings+impression":
+        joined = (sections["findings"] + " " + sections["impression"]).str.strip()
+        return joined.where(sections["findings"] != sections["impression"], sections["findings"])
+    return sections[variant]
+
+
+def language_stage1(index: pd.DataFrame, sections: pd.DataFrame, variant: str = "findings") -> pd.DataFrame:
+    """(study_id, text) of every train study whose report has the ``variant`` section(s).
+
+    ``findings`` and ``impression`` take that section alone; ``findings+impression`` joins
+    the two with a space (studies with either one; a combined FINDINGS AND IMPRESSION
+    section counts once).
+    """
+    train_studies = index.loc[index["split"] == "train", "study_id"].unique()
+    texts = sections[sections["study_id"].isin(train_studies)]
+    selected = pd.DataFrame({"study_id": texts["study_id"], "text": stage1_text(texts, variant)})
+    selected = selected[selected["text"] != ""].sort_values("study_id").reset_index(drop=True)
+    log.info("language_stage1[%s]: %d texts from %d train studies", variant, len(selected), len(train_studies))
+    return selected
+
+
+def language_stage2(index: pd.DataFrame, split: str = "train") -> pd.DataFrame:
+    """One image per ``split`` study that has a report: PA preferred, else AP."""
+    selected = _one_frontal_per_study(index[(index["split"] == split) & _has_report(index)])
+    log.info("language_stage2[%s]: %d studies with a report and a frontal image (%d PA, %d AP)", split, len(selected), int((selected["view"] == "PA").sum()), int((selected["view"] == "AP").sum()))
+    return selected
+
+
+def vision_test(index: pd.DataFrame, n: int = 1000, seed: int = 1234) -> pd.DataFrame:
+    """``n`` random PA test images (all of them when there are fewer), in a seeded order."""
+    pa = index[(index["split"] == "test") & (index["view"] == "PA")]
+    if len(pa) < n:
+        log.warning("vision_test: only %d PA test images, fewer than n=%d; using all of them", len(pa), n)
+    selected = pa.sample(n=min(n, len(pa)), random_state=seed).reset_index(drop=True)
+    log.info("vision_test: %d random PA test images (seed %d, of %d)", len(selected), seed, len(pa))
+    return selected
+
+
+def language_test(index: pd.DataFrame, sections: pd.DataFrame, require: str = "findings") -> pd.DataFrame:
+    """Frontal test image/report pairs, one per study (PA preferred, else AP), with columns findings and impression.
+
+    ``require="findings"`` keeps studies with a findings section; ``"findings_or_impression"``
+    those with either.
+    """
+    _check_choice("require", require, TEST_REQUIREMENTS)
+    pairs = _one_frontal_per_study(index[index["split"] == "test"]).merge(sections, on="study_id", how="inner")
+    keep = pairs["findings"] != ""
+    if require == "findings_or_impression":
+        keep |= pairs["impression"] != ""
+    selected = pairs[keep].reset_index(drop=True)
+    log.info("language_test[%s]: %d frontal test image/report pairs", require, len(selected))
+    return selected
