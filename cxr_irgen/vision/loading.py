@@ -1,0 +1,49 @@
+"""Load a pretrained component from a hub id or a local directory, or build it with random weights.
+
+Every frozen or trainable part of the vision module is described by the same config shape::
+
+    pretrained: CompVis/stable-diffusion-v1-4   # hub id or local directory; null → random init from `config`
+    subfolder: unet                             # inside `pretrained` (diffusers layout)
+    config: {...}                               # architecture kwargs for random init (tiny test models)
+    init_seed: 0                                # random init is seeded so a run dir can rebuild it exactly
+
+Nothing is downloaded at import; with ``HF_HUB_OFFLINE=1`` a missing file fails with one line
+naming the files to place where.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import torch
+
+from cxr_irgen.errors import UserError
+
+T = TypeVar("T")
+
+
+def load_pretrained(cls, source: str, subfolder: str | None, files: str, **kwargs):
+    """``cls.from_pretrained(source, subfolder=...)``; a missing file or unreachable hub → one-line UserError."""
+    where = Path(source) / subfolder if subfolder else Path(source)
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    try:
+        return cls.from_pretrained(str(source), **kwargs)
+    except (OSError, ValueError, EnvironmentError) as err:
+        hint = " ".join(str(err).split())[:160]
+        raise UserError(f"cannot load {cls.__name__} from {source!r}: place {files} under {where}/ (or give a reachable hub id); cause: {hint}") from None
+
+
+def seeded_init(build: Callable[[], T], seed: int) -> T:
+    """Build a randomly initialised module reproducibly without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build()
+
+
+def freeze(module: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode and no gradients: frozen encoders never train nor keep activations for backward."""
+    module.eval()
+    module.requires_grad_(False)
+    return module

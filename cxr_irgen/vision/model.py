@@ -1,0 +1,141 @@
+"""The vision model: frozen encoders (CLIP text, CLIP image, VAE/codec) and the trainable part
+(condition tokens + diffusion backbone), built from the ``vision/model`` config.
+
+Saved layout (``<run_dir>/model/``): ``backbone/`` (diffusers ``save_pretrained``: config.json +
+diffusion_pytorch_model.safetensors), ``conditioning.safetensors`` and ``model.yaml`` (the
+resolved ``vision/model`` config, which names or seeds the frozen encoders).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from cxr_irgen.errors import UserError
+from cxr_irgen.vision.codec import build_vae
+from cxr_irgen.vision.conditioning import Conditioning, build_conditioning
+from cxr_irgen.vision.encoders import build_clip_image_encoder, build_text_encoder
+from cxr_irgen.vision.loading import load_pretrained, seeded_init
+
+MODEL_DIR = "model"
+BACKBONE_DIR = "backbone"
+BACKBONE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+CONDITIONING_WEIGHTS = "conditioning.safetensors"
+MODEL_CONFIG = "model.yaml"
+
+
+class FrozenEncoders(nn.Module):
+    """CLIP text encoder, CLIP reference-image encoder (None in ``text`` mode) and the latent codec."""
+
+    def __init__(self, text_encoder, image_encoder, vae):
+        super().__init__()
+        self.text_encoder, self.image_encoder, self.vae = text_encoder, image_encoder, vae
+
+    @property
+    def image_dim(self) -> int:
+        """Di, the reference-image embedding width (the text width when there is no image encoder)."""
+        return self.image_encoder.embed_dim if self.image_encoder is not None else self.text_encoder.hidden_size
+
+    def encode_conditions(self, prompts: list[str], reference_pixels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Prompts and reference images (B, 1, S, S) → text_hidden (B, 77, Dt), text_pooled (B, Dt), image_embeds (B, Di)."""
+        features = self.text_encoder(prompts)
+        if self.image_encoder is not None:
+            if reference_pixels is None:
+                raise UserError("this model is conditioned on a reference image: pass reference images (or use conditioning.mode=text)")
+            features["image_embeds"] = self.image_encoder(reference_pixels)
+        return features
+
+    @torch.no_grad()
+    def encode_batch(self, batch: dict) -> dict[str, torch.Tensor]:
+        """A VisionDataset batch → latents (B, 4, h, w) plus the condition features."""
+        features = self.encode_conditions(batch["prompt"], batch.get("reference_pixels"))
+        features["latents"] = self.vae.encode(batch["pixel_values"])
+        return features
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+class VisionModel(nn.Module):
+    """Trainable part: ``(noisy latents (B, 4, h, w), timesteps (B,), features) → predicted noise (B, 4, h, w)``."""
+
+    def __init__(self, backbone: nn.Module, conditioning: Conditioning):
+        super().__init__()
+        self.backbone, self.conditioning = backbone, conditioning
+
+    def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.backbone(noisy_latents, timesteps, encoder_hidden_states=self.conditioning(features)).sample
+
+    def save_pretrained(self, out_dir: Path, model_cfg: DictConfig) -> Path:
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        self.backbone.save_pretrained(str(out_dir / BACKBONE_DIR), safe_serialization=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.conditioning.state_dict().items()}, str(out_dir / CONDITIONING_WEIGHTS))
+        (out_dir / MODEL_CONFIG).write_text(OmegaConf.to_yaml(model_cfg, resolve=True))
+        return out_dir
+
+
+def build_encoders(cfg: DictConfig) -> FrozenEncoders:
+    uses_image = cfg.conditioning.mode != "text"
+    image_encoder = build_clip_image_encoder(cfg.image_encoder) if uses_image else None
+    return FrozenEncoders(build_text_encoder(cfg.text_encoder), image_encoder, build_vae(cfg.vae))
+
+
+def build_backbone(cfg: DictConfig, cond_dim: int, num_tokens: int) -> nn.Module:
+    """``cfg.kind``: ``unet`` (UNet2DConditionModel: pretrained hub id/dir + subfolder, or ``config``) or
+    ``uvit`` (``checkpoint``: official U-ViT .pth; ``pretrained``: a saved dir; or ``config``)."""
+    from diffusers import UNet2DConditionModel
+
+    from cxr_irgen.vision.uvit import UViT
+
+    seed = cfg.get("init_seed", 0)
+    if cfg.kind == "unet":
+        if cfg.get("pretrained"):
+            unet = load_pretrained(UNet2DConditionModel, cfg.pretrained, cfg.get("subfolder"), f"config.json and {BACKBONE_WEIGHTS}")
+            if unet.config.cross_attention_dim != cond_dim:
+                raise UserError(f"U-Net cross_attention_dim {unet.config.cross_attention_dim} != condition width {cond_dim}: use a text encoder of width {unet.config.cross_attention_dim}")
+            return unet
+        return seeded_init(lambda: UNet2DConditionModel(**dict(cfg.config), cross_attention_dim=cond_dim), seed)
+    if cfg.kind == "uvit":
+        if cfg.get("checkpoint"):
+            return UViT.from_uvit_checkpoint(cfg.checkpoint, cond_dim=cond_dim, num_condition_tokens=num_tokens)
+        if cfg.get("pretrained"):
+            return load_pretrained(UViT, cfg.pretrained, cfg.get("subfolder"), f"config.json and {BACKBONE_WEIGHTS}")
+        return seeded_init(lambda: UViT(**dict(cfg.config), cond_dim=cond_dim, num_condition_tokens=num_tokens), seed)
+    raise UserError(f"backbone.kind={cfg.kind!r}: use unet or uvit")
+
+
+def build_vision_model(cfg: DictConfig, encoders: FrozenEncoders) -> VisionModel:
+    """A fresh trainable model for ``cfg`` (the ``vision/model`` config); the unconditional text
+    features start from the encoded empty prompt."""
+    conditioning = build_conditioning(cfg.conditioning, encoders.text_encoder.hidden_size, encoders.image_dim)
+    conditioning.set_empty_prompt(encoders.text_encoder([""]))
+    backbone = build_backbone(cfg.backbone, encoders.text_encoder.hidden_size, conditioning.num_tokens)
+    return VisionModel(backbone, conditioning)
+
+
+def build_noise_scheduler(cfg: DictConfig):
+    """The DDPM training schedule (SD v1.4: 1000 steps, scaled_linear 0.00085–0.012, epsilon)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**dict(cfg.noise_schedule))
+
+
+def load_vision_model(model_dir: Path) -> tuple[DictConfig, FrozenEncoders, VisionModel]:
+    """Rebuild a saved model (``<run_dir>/model``): its config, frozen encoders and trained weights."""
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    if not (model_dir / MODEL_CONFIG).exists():
+        raise UserError(f"{model_dir} is not a saved vision model: expected {MODEL_CONFIG}, {CONDITIONING_WEIGHTS} and {BACKBONE_DIR}/ (from cxr-irgen train-vision)")
+    cfg = OmegaConf.load(model_dir / MODEL_CONFIG)
+    encoders = build_encoders(cfg)
+    conditioning = build_conditioning(cfg.conditioning, encoders.text_encoder.hidden_size, encoders.image_dim)
+    conditioning.load_state_dict(load_file(str(model_dir / CONDITIONING_WEIGHTS)))
+    backbone_cfg = OmegaConf.create({"kind": cfg.backbone.kind, "pretrained": str(model_dir / BACKBONE_DIR)})
+    backbone = build_backbone(backbone_cfg, encoders.text_encoder.hidden_size, conditioning.num_tokens)
+    return cfg, encoders, VisionModel(backbone, conditioning)
