@@ -14,7 +14,18 @@ h1{font-size:1.3rem} .grid{display:grid;grid-template-columns:repeat(auto-fill,m
 .card img{width:100%;image-rendering:pixelated;background:#000;border-radius:4px}
 .labels,.prompt{font-size:.8rem;color:#555}.report{font-size:.85rem;margin:.4rem 0}
 .ok{color:#1a7f37;font-weight:600}.bad{color:#b42318;font-weight:600}
+.missing{outline:3px solid #b42318}
 """
+# Marks images that failed to load and records the counts on <body> (read by the browser test).
+_CHECK_IMAGES = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0));
+  broken.forEach(i => i.classList.add('missing'));
+  document.body.dataset.images = imgs.length;
+  document.body.dataset.loaded = imgs.length - broken.length;
+});
+</script>"""
 
 
 def label_agreement(requested: str, reported: str) -> tuple[int, int]:
@@ -45,6 +56,6 @@ def write_gallery(rows: list[dict], out_html: Path, title: str = "cxr-irgen: gen
         cards.append('<div class="card">' + "".join(parts) + "</div>")
     out_html.write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1><p>{len(rows)} pairs</p><div class='grid'>{''.join(cards)}</div></body></html>"
+        f"<body><h1>{html.escape(title)}</h1><p>{len(rows)} pairs</p><div class='grid'>{''.join(cards)}</div>{_CHECK_IMAGES}</body></html>"
     )
     return out_html
