@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from cxr_irgen.data.imageio import BadImageError, read_image
 from cxr_irgen.data.labels import CHEXPERT_LABELS, labels_to_prompt
 from cxr_irgen.data.reference import ReferenceIndex, seeded_choice
-from cxr_irgen.data.selections import stage1_text
+from cxr_irgen.data.selections import stage1_text, with_sections
 from cxr_irgen.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class ImageReportDataset(_ImageItems):
 
     def __init__(self, index: pd.DataFrame, sections: pd.DataFrame, image_size: int, variant: str = "findings", skip_bad: bool = False):
         super().__init__(skip_bad)
-        rows = index.drop(columns=[c for c in ("findings", "impression") if c in index.columns]).merge(sections, on="study_id", how="inner")
+        rows = with_sections(index, sections)
         rows = rows.assign(text=stage1_text(rows, variant))
         rows = rows[rows["text"] != ""]
         if not len(rows):

@@ -71,8 +71,11 @@ def read_csv_columns(path: Path, columns: dict[str, str]) -> pd.DataFrame:
 
 
 def read_label_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """Convert the 14 CheXpert columns of ``frame`` to float32, rejecting values other than 1/0/-1/blank."""
+    """Convert the CheXpert columns of ``frame`` to float32 (missing ones: all NaN), rejecting values other than 1/0/-1/blank."""
     for name in CHEXPERT_LABELS:
+        if name not in frame.columns:
+            frame[name] = np.float32(np.nan)
+            continue
         values = pd.to_numeric(frame[name], errors="coerce")
         bad = values.isna() & frame[name].notna() & (frame[name].astype(str).str.strip() != "")
         bad |= values.notna() & ~values.isin(LABEL_VALUES)

@@ -74,13 +74,15 @@ def _read_report(path: str) -> str:
 def load_report_sections(index: pd.DataFrame, cache_dir: str | Path | None = None) -> pd.DataFrame:
     """(study_id, findings, impression) for every study of ``index`` with a report.
 
-    Reports come from ``report_path`` files, or from a ``report_text`` column when the
-    table has one (CSV adapter; a text without any FINDINGS/IMPRESSION header is taken
+    Reports come from ``report_path`` files, from ``findings``/``impression`` columns when
+    the table has them (IU X-ray), or from a ``report_text`` column when the table has one (CSV adapter; a text without any FINDINGS/IMPRESSION header is taken
     as the findings). Cached as parquet in ``cache_dir`` keyed by the report
     paths/texts, so a second call reads no report files.
     """
     from tqdm.auto import tqdm
 
+    if {"findings", "impression"} <= set(index.columns):
+        return index[["study_id", "findings", "impression"]].drop_duplicates("study_id").reset_index(drop=True)
     has_text = "report_text" in index.columns
     source = "report_text" if has_text else "report_path"
     studies = index.loc[index[source].fillna("") != "", ["study_id", source]].drop_duplicates("study_id")

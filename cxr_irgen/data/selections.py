@@ -20,10 +20,20 @@ STAGE1_VARIANTS = ("findings", "impression", "findings+impression")
 TEST_REQUIREMENTS = ("findings", "findings_or_impression")
 
 
+SECTION_COLUMNS = ("findings", "impression")
+
+
 def _has_report(index: pd.DataFrame) -> pd.Series:
-    if "report_text" in index.columns:
-        return index["report_text"].fillna("") != ""
-    return index["report_path"] != ""
+    has = index["report_path"] != ""
+    for column in ("report_text", *SECTION_COLUMNS):
+        if column in index.columns:
+            has |= index[column].fillna("") != ""
+    return has
+
+
+def with_sections(index: pd.DataFrame, sections: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``index`` whose study is in ``sections``, with its findings and impression columns."""
+    return index.drop(columns=[c for c in SECTION_COLUMNS if c in index.columns]).merge(sections, on="study_id", how="inner")
 
 
 def _one_frontal_per_study(index: pd.DataFrame) -> pd.DataFrame:
@@ -94,7 +104,7 @@ def language_test(index: pd.DataFrame, sections: pd.DataFrame, require: str = "f
     those with either.
     """
     _check_choice("require", require, TEST_REQUIREMENTS)
-    pairs = _one_frontal_per_study(index[index["split"] == "test"]).merge(sections, on="study_id", how="inner")
+    pairs = with_sections(_one_frontal_per_study(index[index["split"] == "test"]), sections)
     keep = pairs["findings"] != ""
     if require == "findings_or_impression":
         keep |= pairs["impression"] != ""
