@@ -111,8 +111,13 @@ def train(
     seed: int,
     collate_fn: Callable | None = None,
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train ``model``'s parameters that require grad for ``trainer_cfg.max_steps`` optimizer steps."""
+    """Train ``model``'s parameters that require grad for ``trainer_cfg.max_steps`` optimizer steps.
+
+    ``on_epoch(epoch)`` is called before each pass over the data (also a resumed partial one), so
+    datasets whose items depend on the epoch (reference choice) can follow the sampler.
+    """
     from tqdm.auto import tqdm
 
     cfg = trainer_cfg
@@ -148,6 +153,8 @@ def train(
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not accelerator.is_main_process, dynamic_ncols=True)
     model.train()
     while step < cfg.max_steps:
+        if on_epoch is not None:
+            on_epoch(sampler.epoch)
         for batch in loader:
             with accelerator.accumulate(model):
                 loss = loss_fn(model, to_device(batch, accelerator.device))

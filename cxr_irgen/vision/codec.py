@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.vision.loading import freeze, load_pretrained, seeded_init
+from cxr_irgen.vision.loading import freeze, load_pretrained, plain, seeded_init
 
 
 class StableDiffusionVae(nn.Module):
@@ -76,5 +76,5 @@ def build_vae(cfg) -> StableDiffusionVae | UnshuffleCodec:
     if cfg.get("pretrained"):
         vae = load_pretrained(AutoencoderKL, cfg.pretrained, cfg.get("subfolder"), "config.json and diffusion_pytorch_model.safetensors")
     else:
-        vae = seeded_init(lambda: AutoencoderKL(**dict(cfg.config)), cfg.get("init_seed", 0))
+        vae = seeded_init(lambda: AutoencoderKL(**plain(cfg.config)), cfg.get("init_seed", 0))
     return StableDiffusionVae(vae, sample=bool(cfg.get("sample", False)))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxr_irgen.vision.loading import freeze, load_pretrained, seeded_init
+from cxr_irgen.vision.loading import freeze, load_pretrained, plain, seeded_init
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -100,7 +100,7 @@ def build_text_encoder(cfg) -> ClipTextEncoder:
     if cfg.get("pretrained"):
         model = load_pretrained(CLIPTextModel, cfg.pretrained, cfg.get("subfolder"), "config.json and model.safetensors")
     else:
-        config = CLIPTextConfig(**dict(cfg.config), max_position_embeddings=CLIP_MAX_LENGTH)
+        config = CLIPTextConfig(**plain(cfg.config), max_position_embeddings=CLIP_MAX_LENGTH)
         model = seeded_init(lambda: CLIPTextModel(config), cfg.get("init_seed", 0))
     return ClipTextEncoder(model, build_tokenizer(cfg))
 
@@ -148,6 +148,6 @@ def build_clip_image_encoder(cfg) -> ClipImageEncoder:
     if cfg.get("pretrained"):
         model = load_pretrained(cls, cfg.pretrained, cfg.get("subfolder"), "config.json and model.safetensors")
     else:
-        config = CLIPVisionConfig(**dict(cfg.config))
+        config = CLIPVisionConfig(**plain(cfg.config))
         model = seeded_init(lambda: cls(config), cfg.get("init_seed", 0))
     return ClipImageEncoder(model, output)

@@ -35,6 +35,13 @@ def load_pretrained(cls, source: str, subfolder: str | None, files: str, **kwarg
         raise UserError(f"cannot load {cls.__name__} from {source!r}: place {files} under {where}/ (or give a reachable hub id); cause: {hint}") from None
 
 
+def plain(node) -> dict:
+    """A config node as plain Python containers (so it is JSON-serialisable inside saved model configs)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+
+
 def seeded_init(build: Callable[[], T], seed: int) -> T:
     """Build a randomly initialised module reproducibly without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):

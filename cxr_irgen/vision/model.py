@@ -18,7 +18,7 @@ from cxr_irgen.errors import UserError
 from cxr_irgen.vision.codec import build_vae
 from cxr_irgen.vision.conditioning import Conditioning, build_conditioning
 from cxr_irgen.vision.encoders import build_clip_image_encoder, build_text_encoder
-from cxr_irgen.vision.loading import load_pretrained, seeded_init
+from cxr_irgen.vision.loading import load_pretrained, plain, seeded_init
 
 MODEL_DIR = "model"
 BACKBONE_DIR = "backbone"
@@ -99,13 +99,13 @@ def build_backbone(cfg: DictConfig, cond_dim: int, num_tokens: int) -> nn.Module
             if unet.config.cross_attention_dim != cond_dim:
                 raise UserError(f"U-Net cross_attention_dim {unet.config.cross_attention_dim} != condition width {cond_dim}: use a text encoder of width {unet.config.cross_attention_dim}")
             return unet
-        return seeded_init(lambda: UNet2DConditionModel(**dict(cfg.config), cross_attention_dim=cond_dim), seed)
+        return seeded_init(lambda: UNet2DConditionModel(**plain(cfg.config), cross_attention_dim=cond_dim), seed)
     if cfg.kind == "uvit":
         if cfg.get("checkpoint"):
             return UViT.from_uvit_checkpoint(cfg.checkpoint, cond_dim=cond_dim, num_condition_tokens=num_tokens)
         if cfg.get("pretrained"):
             return load_pretrained(UViT, cfg.pretrained, cfg.get("subfolder"), f"config.json and {BACKBONE_WEIGHTS}")
-        return seeded_init(lambda: UViT(**dict(cfg.config), cond_dim=cond_dim, num_condition_tokens=num_tokens), seed)
+        return seeded_init(lambda: UViT(**plain(cfg.config), cond_dim=cond_dim, num_condition_tokens=num_tokens), seed)
     raise UserError(f"backbone.kind={cfg.kind!r}: use unet or uvit")
 
 
@@ -122,7 +122,7 @@ def build_noise_scheduler(cfg: DictConfig):
     """The DDPM training schedule (SD v1.4: 1000 steps, scaled_linear 0.00085–0.012, epsilon)."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(**dict(cfg.noise_schedule))
+    return DDPMScheduler(**plain(cfg.noise_schedule))
 
 
 def load_vision_model(model_dir: Path) -> tuple[DictConfig, FrozenEncoders, VisionModel]:

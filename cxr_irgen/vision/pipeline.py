@@ -1,0 +1,144 @@
+"""Sampling: label vectors (+ reference images) → images, with classifier-free guidance.
+
+``VisionPipeline.from_run_dir(run_dir)`` rebuilds a model saved by ``cxr-irgen train-vision``;
+calling it generates a batch deterministically by seed: each image's initial noise comes from
+its own ``torch.Generator`` seeded with its seed, and the schedulers (PNDM, DDIM with η = 0,
+DPM-Solver++) are deterministic, so an image depends on its seed and condition only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cxr_irgen.data.labels import format_labels, labels_to_prompt
+from cxr_irgen.errors import UserError
+from cxr_irgen.vision.model import BACKBONE_DIR, BACKBONE_WEIGHTS, MODEL_DIR, FrozenEncoders, VisionModel, load_vision_model
+
+SCHEDULERS = ("pndm", "ddim", "dpm++")
+
+
+def build_sampler(name: str, noise_schedule: dict):
+    """A diffusers scheduler over the training noise schedule, configured as Stable Diffusion's."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+
+    common = {k: v for k, v in dict(noise_schedule).items() if k in ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")}
+    if name == "pndm":
+        return PNDMScheduler(**common, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
+    if name == "ddim":
+        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    if name == "dpm++":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    raise UserError(f"scheduler={name!r}: use one of {', '.join(SCHEDULERS)}")
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, ...], device, dtype=torch.float32) -> torch.Tensor:
+    """(B, *shape) standard normal noise, image ``i`` drawn from a CPU generator seeded with ``seeds[i]``."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]).to(device, dtype)
+
+
+@torch.no_grad()
+def denoise(model: VisionModel, condition: torch.Tensor, noise: torch.Tensor, sampler, steps: int, guidance: float, progress: bool = False) -> torch.Tensor:
+    """Run the reverse process from ``noise`` (B, 4, h, w) under ``condition`` (B, L, D); guidance 1 disables CFG."""
+    sampler.set_timesteps(steps, device=noise.device)
+    latents = noise * sampler.init_noise_sigma
+    guided = guidance != 1.0
+    context = torch.cat([model.conditioning.unconditional(condition.shape[0]).to(condition.dtype), condition]) if guided else condition
+    for t in tqdm(sampler.timesteps, desc="sample", leave=False, disable=not progress):
+        model_input = sampler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
+        eps = model.backbone(model_input, t, encoder_hidden_states=context).sample
+        if guided:
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+        latents = sampler.step(eps, t, latents).prev_sample
+    return latents
+
+
+def file_hash(path: Path, length: int = 12) -> str:
+    """Short sha256 of a file (identifies the weights an image came from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+class VisionPipeline:
+    """``labels → prompt (+ reference image) → image`` for a trained vision model."""
+
+    def __init__(self, encoders: FrozenEncoders, model: VisionModel, noise_schedule: dict, image_size: int, checkpoint_hash: str = "", device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.encoders, self.model = encoders.to(self.device).eval(), model.to(self.device).eval()
+        self.noise_schedule, self.image_size, self.checkpoint_hash = dict(noise_schedule), int(image_size), checkpoint_hash
+        self.uses_reference = model.conditioning.uses_image
+
+    @classmethod
+    def from_run_dir(cls, path: str | Path, device: str | torch.device = "cpu") -> "VisionPipeline":
+        """Load ``<path>/model`` (or ``path`` itself when it is the model folder) saved by train-vision."""
+        path = Path(path)
+        model_dir = path / MODEL_DIR if (path / MODEL_DIR).is_dir() else path
+        cfg, encoders, model = load_vision_model(model_dir)
+        return cls(encoders, model, cfg.noise_schedule, cfg.image_size, file_hash(model_dir / BACKBONE_DIR / BACKBONE_WEIGHTS), device)
+
+    def __call__(
+        self,
+        labels: list[np.ndarray],
+        reference_images: torch.Tensor | None,
+        seeds: list[int],
+        steps: int = 50,
+        guidance: float = 7.5,
+        scheduler: str = "pndm",
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Images (B, 1, S, S) in [0, 1] for label vectors (14,) and reference images (B, 1, H, W) in [0, 1] (or None)."""
+        if len(seeds) != len(labels):
+            raise UserError(f"got {len(labels)} label vectors but {len(seeds)} seeds: give one seed per image")
+        batch_size = batch_size or len(labels)
+        images = []
+        for start in range(0, len(labels), batch_size):
+            end = start + batch_size
+            refs = reference_images[start:end].to(self.device) if reference_images is not None and self.uses_reference else None
+            images.append(self._generate(labels[start:end], refs, seeds[start:end], steps, guidance, build_sampler(scheduler, self.noise_schedule), progress))
+        return torch.cat(images)
+
+    def _generate(self, labels, reference_images, seeds, steps, guidance, sampler, progress) -> torch.Tensor:
+        features = self.encoders.encode_conditions([labels_to_prompt(v) for v in labels], reference_images)
+        condition = self.model.conditioning.tokens(features)
+        latent_size = self.image_size // self.encoders.vae.downscale
+        noise = initial_noise(seeds, (self.encoders.vae.latent_channels, latent_size, latent_size), self.device, condition.dtype)
+        latents = denoise(self.model, condition, noise, sampler, steps, guidance, progress)
+        return self.encoders.vae.decode(latents).cpu()
+
+    def image_meta(self, labels: list[np.ndarray], seeds: list[int], reference_ids: list[str] | None, steps: int, guidance: float, scheduler: str) -> list[dict]:
+        """The JSON sidecar of each image of one call."""
+        reference_ids = reference_ids or [None] * len(labels)
+        return [
+            {"labels": format_labels(v), "prompt": labels_to_prompt(v), "reference_id": ref, "seed": int(seed), "scheduler": scheduler,
+             "steps": int(steps), "guidance": float(guidance), "checkpoint_hash": self.checkpoint_hash}
+            for v, seed, ref in zip(labels, seeds, reference_ids)
+        ]
+
+
+def save_images(images: torch.Tensor, meta: list[dict], out_dir: str | Path) -> list[Path]:
+    """Write ``images`` (B, 1, H, W) in [0, 1] as 8-bit PNGs ``NNNNN.png`` (or ``meta[i]['name']``) with JSON sidecars."""
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (image, info) in enumerate(zip(images, meta)):
+        name = info.get("name", f"{i:05d}")
+        png = out_dir / f"{name}.png"
+        array = (image.squeeze(0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(array).save(png.with_suffix(".tmp.png"))
+        os.replace(png.with_suffix(".tmp.png"), png)
+        (out_dir / f"{name}.json").write_text(json.dumps({**info, "image": png.name}, indent=1))
+        paths.append(png)
+    return paths
