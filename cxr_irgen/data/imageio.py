@@ -83,7 +83,7 @@ def _read_dicom(path: Path) -> np.ndarray:
 
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds:
-        raise BadImageError(f"DICOM file has no pixel data: {path}")
+        raise BadImageError(f"cannot decode image {path}: the DICOM file has no pixel data")
     array = ds.pixel_array.astype(np.float32)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         array = array[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)

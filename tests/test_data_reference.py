@@ -1,0 +1,105 @@
+"""Reference lookup (DESIGN 1.1): exact key, same positive set, closest set; never self; seeded variety; determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxr_irgen.data.labels import CHEXPERT_LABELS, parse_labels
+from cxr_irgen.data.reference import ReferenceIndex, canonical_labels
+from cxr_irgen.errors import UserError
+
+ROWS = {
+    "exact_a": "Cardiomegaly=1, Edema=0",
+    "exact_b": "Cardiomegaly=1, Edema=0",
+    "exact_c": "Cardiomegaly=1, Edema=0",
+    "same_pos": "Cardiomegaly=1, Edema=-1",
+    "effusion": "Pleural Effusion=1",
+    "eff_atel": "Pleural Effusion=1, Atelectasis=1",
+    "three": "Pleural Effusion=1, Atelectasis=1, Pneumothorax=1, Fracture=0",
+    "normal": "No Finding=1",
+    "valset": "No Finding=1",
+}
+
+
+@pytest.fixture()
+def reference() -> ReferenceIndex:
+    labels = np.stack([parse_labels(text) for text in ROWS.values()])
+    table = pd.DataFrame(labels, columns=list(CHEXPERT_LABELS))
+    table.insert(0, "dicom_id", list(ROWS))
+    table["split"] = ["validate" if d == "valset" else "train" for d in ROWS]
+    table["image_path"] = [f"/img/{d}.jpg" for d in ROWS]
+    return ReferenceIndex.from_index(table)
+
+
+def _choices(reference, labels, exclude=None, seeds=range(200)) -> set[str]:
+    return {reference.lookup(labels, exclude=exclude, seed=s) for s in seeds}
+
+
+def test_only_train_split_is_indexed(reference):
+    assert len(reference) == 8 and reference.image_path("exact_a") == "/img/exact_a.jpg"
+    with pytest.raises(UserError, match="valset"):
+        reference.image_path("valset")
+
+
+def test_exact_label_key_first_with_seeded_variety(reference):
+    labels = parse_labels("Cardiomegaly=1, Edema=0")
+    assert _choices(reference, labels) == {"exact_a", "exact_b", "exact_c"}  # never the same-positive-set image
+    assert _choices(reference, labels, exclude="exact_b") == {"exact_a", "exact_c"}
+
+
+def test_deterministic_per_seed(reference):
+    labels = parse_labels("Cardiomegaly=1, Edema=0")
+    first = [reference.lookup(labels, seed=s) for s in range(50)]
+    assert first == [reference.lookup(labels, seed=s) for s in range(50)]
+    assert len(set(first)) == 3
+
+
+def test_same_positive_set_when_no_exact_match(reference):
+    assert _choices(reference, parse_labels("Cardiomegaly=1")) == {"exact_a", "exact_b", "exact_c", "same_pos"}
+    # the only exact match is the target itself: fall back to its positive set, never itself
+    assert _choices(reference, parse_labels("Cardiomegaly=1, Edema=-1"), exclude="same_pos") == {"exact_a", "exact_b", "exact_c"}
+
+
+def test_closest_positive_set_when_no_same_set(reference):
+    # {Effusion, Pneumothorax}: distance 1 to {Effusion} and to {Effusion, Atelectasis, Pneumothorax}; 2 to others
+    assert _choices(reference, parse_labels("Pleural Effusion=1, Pneumothorax=1")) == {"effusion", "three"}
+    # the target is the only image of its positive set: the closest other set, not itself
+    assert _choices(reference, parse_labels("No Finding=1"), exclude="normal") <= {"exact_a", "exact_b", "exact_c", "same_pos", "effusion"}
+    assert "normal" not in _choices(reference, parse_labels("No Finding=1"), exclude="normal")
+
+
+def test_no_positives_and_all_blank(reference):
+    assert _choices(reference, np.full(14, np.nan, dtype=np.float32)) == {"normal", "effusion", "exact_a", "exact_b", "exact_c", "same_pos"}
+
+
+def test_nan_and_negative_zero_bit_patterns_still_hit_the_exact_key(reference):
+    labels = parse_labels("Cardiomegaly=1, Edema=0")
+    odd = labels.copy()
+    odd[np.isnan(odd)] = -np.float32(np.nan)
+    odd[5] = -0.0
+    assert odd.tobytes() != canonical_labels(labels).tobytes()
+    assert _choices(reference, odd) == {"exact_a", "exact_b", "exact_c"}
+
+
+def test_a_single_image_cannot_reference_itself():
+    table = pd.DataFrame([parse_labels("Edema=1")], columns=list(CHEXPERT_LABELS)).assign(dicom_id="only", split="train", image_path="/x.jpg")
+    reference = ReferenceIndex.from_index(table)
+    assert reference.lookup(parse_labels("Edema=1")) == "only"
+    with pytest.raises(UserError, match="no reference image other than 'only'"):
+        reference.lookup(parse_labels("Edema=1"), exclude="only")
+
+
+def test_empty_train_split_is_a_user_error():
+    table = pd.DataFrame([parse_labels("Edema=1")], columns=list(CHEXPERT_LABELS)).assign(dicom_id="v", split="test", image_path="/x.jpg")
+    with pytest.raises(UserError, match="train split .* is empty"):
+        ReferenceIndex.from_index(table)
+
+
+def test_closest_set_search_is_memoised(reference):
+    labels = parse_labels("Pleural Effusion=1, Pneumothorax=1")
+    for seed in range(100):
+        reference.lookup(labels, seed=seed)
+    info = reference._closest.cache_info()
+    assert (info.misses, info.hits) == (1, 99)
