@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels, labels_from_row, labels_to_prompt, parse_labels
+from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels, labels_from_row, parse_labels
 from cxr_irgen.errors import UserError
 from cxr_irgen.gallery import write_gallery
 from cxr_irgen.utils.rundir import run_dir
@@ -48,15 +48,6 @@ def read_label_vectors(labels: str | None, labels_file: str | None) -> list[np.n
 def plan_pairs(vectors: list[np.ndarray], n: int, seed: int) -> list[dict]:
     """One entry per sample: index, label vector, seed (``seed + index``, so each pair is reproducible alone)."""
     return [{"index": i, "labels": vec, "seed": seed + i} for i, vec in enumerate(v for v in vectors for _ in range(n))]
-
-
-def _save_png(image: torch.Tensor, path: Path) -> None:
-    from PIL import Image
-
-    array = (image.squeeze(0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-    tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
 
 
 def _write_json(row: dict, path: Path) -> None:
@@ -104,6 +95,7 @@ def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool
     from cxr_irgen.data.imageio import read_image
     from cxr_irgen.data.reference import ReferenceIndex
     from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.vision.pipeline import save_images
 
     device = _device(cfg)
     pipe = _load_vision(cfg, device)
@@ -120,19 +112,11 @@ def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool
                       guidance=cfg.vision.guidance, scheduler=cfg.vision.scheduler)
         reports = _reports(generator, images, cfg) if generator is not None else [None] * len(batch)
         report_labels = label_reports(reports) if generator is not None else [None] * len(batch)
-        for item, image, ref_id, report, rep_labels in zip(batch, images, ref_ids, reports, report_labels):
-            name = f"{item['index']:04d}"
-            _save_png(image, pairs_dir / f"{name}.png")
-            _write_json(
-                {
-                    "index": item["index"], "image": f"pairs/{name}.png", "labels": format_labels(item["labels"]),
-                    "prompt": labels_to_prompt(item["labels"]), "reference_id": ref_id, "seed": item["seed"],
-                    "scheduler": cfg.vision.scheduler, "steps": cfg.vision.steps, "guidance": cfg.vision.guidance,
-                    "checkpoint": str(cfg.vision.checkpoint), "checkpoint_hash": pipe.checkpoint_hash,
-                    "report": report, "report_labels": None if rep_labels is None else format_labels(rep_labels),
-                },
-                pairs_dir / f"{name}.json",
-            )
+        meta = pipe.image_meta(labels, [item["seed"] for item in batch], ref_ids, cfg.vision.steps, cfg.vision.guidance, cfg.vision.scheduler)
+        for info, item, report, rep_labels in zip(meta, batch, reports, report_labels):
+            info.update(name=f"{item['index']:04d}", index=item["index"], checkpoint=str(cfg.vision.checkpoint), report=report,
+                        report_labels=None if rep_labels is None else format_labels(rep_labels))
+        save_images(images, meta, pairs_dir)
         bar.update(len(batch))
     bar.close()
 
@@ -148,7 +132,7 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
         images = torch.stack([read_image(item["path"], generator.image_size) for item in batch])
         reports = _reports(generator, images, cfg)
         for item, report, rep_labels in zip(batch, reports, label_reports(reports)):
-            _write_json({"index": item["index"], "image": str(item["path"]), "labels": None, "report": report,
+            _write_json({"index": item["index"], "image": item["path"].as_uri(), "labels": None, "report": report,
                          "report_labels": format_labels(rep_labels)}, pairs_dir / f"{item['index']:04d}.json")
 
 
@@ -162,8 +146,12 @@ def _image_items(images_dir: str | None) -> list[dict]:
 
 
 def collect_pairs(out: Path) -> list[dict]:
-    """All per-pair JSON records under ``out/pairs``, in index order."""
-    return [json.loads(p.read_text()) for p in sorted((out / "pairs").glob("[0-9]*.json"))]
+    """All per-pair JSON records under ``out/pairs``, in index order; ``image`` made relative to ``out``."""
+    rows = [json.loads(p.read_text()) for p in sorted((out / "pairs").glob("[0-9]*.json"))]
+    for row in rows:
+        if row.get("image") and "/" not in row["image"]:
+            row["image"] = f"pairs/{row['image']}"
+    return rows
 
 
 def run(cfg) -> None:

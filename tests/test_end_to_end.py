@@ -1,0 +1,73 @@
+"""A reduced `cxr-irgen demo` end to end on CPU: files, gallery references, headless-browser rendering."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cxr_irgen.cli import run_command
+
+REDUCED = [
+    "phantoms.n=240",
+    "phantoms.size=64",
+    "vision.overrides=[vision/model=unet-tiny,trainer=cpu-tiny,trainer.max_steps=20,trainer.batch_size=8]",
+    "language.autoencoder_overrides=[stage=autoencoder,language/model=bart-tiny,trainer=cpu-tiny,trainer.max_steps=20,trainer.batch_size=8]",
+    "language.prior_overrides=[stage=prior,trainer=cpu-tiny,trainer.max_steps=20,trainer.batch_size=8]",
+    "classifier.overrides=[trainer=cpu-tiny,trainer.max_steps=10,trainer.batch_size=8]",
+    "generate.max_label_sets=3",
+    "generate.n=2",
+    "generate.overrides=[vision.scheduler=ddim,vision.steps=4,batch_size=4]",
+    "evaluate.overrides=[]",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    run_command("demo", [*REDUCED, f"hydra.run.dir={out}"])
+    return out
+
+
+@pytest.mark.slow
+def test_demo_writes_every_stage(demo_run):
+    for stage in ("01-phantoms", "02-vision", "03-language-autoencoder", "04-language-prior", "05-classifier", "06-generate", "07-evaluate"):
+        assert (demo_run / stage).is_dir(), stage
+    metrics = json.loads((demo_run / "07-evaluate" / "metrics.json").read_text())
+    assert metrics
+    rows = [json.loads(line) for line in (demo_run / "06-generate" / "pairs.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    assert all(row["report"] and row["prompt"].startswith("A chest X-Ray image") for row in rows)
+
+
+@pytest.mark.slow
+def test_gallery_references_existing_images(demo_run):
+    gallery = demo_run / "06-generate" / "index.html"
+    sources = re.findall(r'<img src="([^"]+)"', gallery.read_text())
+    assert len(sources) == 6
+    assert all((gallery.parent / src).is_file() for src in sources)
+
+
+@pytest.mark.slow
+def test_gallery_renders_in_headless_chromium(demo_run, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); .ci/run installs it")
+    gallery = demo_run / "06-generate" / "index.html"
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--allow-file-access-from-files",
+         "--virtual-time-budget=5000", "--dump-dom", gallery.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    body = re.search(r"<body[^>]*>", proc.stdout)
+    assert body, proc.stderr[-2000:]
+    images = re.search(r'data-images="(\d+)"', body.group(0))
+    loaded = re.search(r'data-loaded="(\d+)"', body.group(0))
+    assert images and loaded, body.group(0)
+    assert int(images.group(1)) == 6 and int(loaded.group(1)) == 6
