@@ -60,7 +60,7 @@ def _report_xml(document: bytes) -> ET.Element:
     return ET.fromstring(b"<report>" + b"".join(parts) + b"</report>")
 
 
-def _package_file(name: str) -> Path:
+def xrv_data_file(name: str) -> Path:
     """A data file of the installed torchxrayvision, found without importing it (its import pulls in torch, ~10 s)."""
     spec = importlib.util.find_spec("torchxrayvision")
     if spec is None or not spec.submodule_search_locations:
@@ -90,7 +90,7 @@ def load_iu_reports() -> pd.DataFrame:
 @functools.lru_cache(maxsize=1)
 def _parse_reports() -> pd.DataFrame:
     rows = []
-    with tarfile.open(_package_file(REPORTS_ARCHIVE)) as archive:
+    with tarfile.open(xrv_data_file(REPORTS_ARCHIVE)) as archive:
         for member in archive:
             if not (member.isfile() and member.name.endswith(".xml")):
                 continue
@@ -123,7 +123,7 @@ def mesh_to_labels(mesh_major: str, mesh_labels: dict[str, str] | None = None) -
 
 
 def _views() -> dict[str, str]:
-    meta = pd.read_csv(_package_file(DICOM_METADATA), usecols=["imageid", "View Position"])
+    meta = pd.read_csv(xrv_data_file(DICOM_METADATA), usecols=["imageid", "View Position"])
     return dict(zip(meta["imageid"], meta["View Position"].fillna("").str.upper()))
 
 
