@@ -1,0 +1,123 @@
+"""Image metrics vs independent computations: Fréchet distance (closed form, eigen route), SSIM/PSNR (skimage), XRV features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cxr_irgen.eval.features import XRVFeatures, xrv_densenet, xrv_preprocess
+from cxr_irgen.eval.image_metrics import (
+    fid_from_features,
+    frechet_distance,
+    ms_ssim,
+    ms_ssim_scales,
+    pair_by_label,
+    psnr,
+    ssim,
+    within_label_pairs,
+)
+
+
+def test_frechet_distance_closed_form_for_diagonal_covariances():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=16), rng.normal(size=16)
+    var1, var2 = rng.uniform(0.1, 3, 16), rng.uniform(0.1, 3, 16)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
+    assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_frechet_distance_matches_eigen_route_for_full_covariances():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(32, 32)), rng.normal(size=(32, 32))
+    s1, s2 = a @ a.T / 32 + 0.1 * np.eye(32), b @ b.T / 32 + 0.1 * np.eye(32)
+    mu1, mu2 = rng.normal(size=32), rng.normal(size=32)
+    w, v = np.linalg.eigh(s1)
+    root1 = (v * np.sqrt(w)) @ v.T
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ s2 @ root1), 0, None)).sum()  # Tr((Σ1Σ2)^½)
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_fid_of_samples_approaches_the_population_value():
+    rng = np.random.default_rng(2)
+    x = rng.normal(0.0, 1.0, size=(20000, 4))
+    y = rng.normal(0.5, 2.0, size=(20000, 4))
+    expected = 4 * 0.5**2 + 4 * (2.0 - 1.0) ** 2
+    assert fid_from_features(x, y) == pytest.approx(expected, rel=0.03)
+
+
+def _images(seed, n=3, size=48):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 1, size, size, generator=g)
+    return torch.nn.functional.avg_pool2d(base, 3, 1, 1)
+
+
+def test_ssim_and_psnr_match_skimage():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    a = _images(0)
+    b = (a + 0.1 * torch.randn(a.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    ours_ssim, ours_psnr = ssim(a, b), psnr(a, b)
+    for i in range(len(a)):
+        x, y = a[i, 0].double().numpy(), b[i, 0].double().numpy()
+        ref = structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert ours_ssim[i].item() == pytest.approx(ref, rel=1e-9)
+        assert ours_psnr[i].item() == pytest.approx(peak_signal_noise_ratio(x, y, data_range=1.0), rel=1e-9)
+
+
+def test_ms_ssim_scales_and_ordering():
+    assert ms_ssim_scales(256) == 5 and ms_ssim_scales(161) == 5 and ms_ssim_scales(160) == 4 and ms_ssim_scales(64) == 3
+    a = _images(3, n=2, size=64)
+    noise = torch.randn(a.shape, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(ms_ssim(a, a), torch.ones(2, dtype=torch.float64))
+    slight, strong = ms_ssim(a, (a + 0.05 * noise).clamp(0, 1)), ms_ssim(a, (a + 0.3 * noise).clamp(0, 1))
+    assert (strong < slight).all() and (slight < 1).all()
+
+
+def test_ms_ssim_agrees_with_torchmetrics_on_large_images():
+    """torchmetrics pads by reflection and averages the borders too; at 192 px the two agree closely."""
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+    a = _images(5, n=1, size=192)
+    b = (a + 0.1 * torch.randn(a.shape, generator=torch.Generator().manual_seed(6))).clamp(0, 1)
+    reference = multiscale_structural_similarity_index_measure(a.double(), b.double(), data_range=1.0, reduction="none")
+    assert torch.allclose(ms_ssim(a, b), reference, atol=0.02)
+
+
+def test_pairing_by_label_is_seeded_and_exact():
+    gen = ["a", "b", "c", "a"]
+    real = ["a", "a", "b", "x"]
+    pairs = pair_by_label(gen, real, seed=0)
+    assert pairs == pair_by_label(gen, real, seed=0)
+    assert [g for g, _ in pairs] == [0, 1, 3] and all(gen[g] == real[r] for g, r in pairs)
+    assert within_label_pairs(["a", "a", "a", "b"], 2, seed=0) and all(
+        i < j for i, j in within_label_pairs(["a", "a", "a", "b"], 2, seed=0)
+    )
+    assert len(within_label_pairs(["a"] * 10, 5, seed=0)) == 5
+
+
+def test_xrv_preprocessing_matches_torchxrayvision_normalisation():
+    import torchxrayvision as xrv
+
+    image = torch.rand(1, 1, 224, 224)
+    expected = xrv.datasets.normalize((image * 255).numpy(), 255)
+    assert np.allclose(xrv_preprocess(image).numpy(), expected, atol=1e-3)
+    wide = torch.rand(1, 1, 100, 140)
+    assert xrv_preprocess(wide, 64).shape == (1, 1, 64, 64)
+
+
+def test_xrv_features_shape_name_and_weights_round_trip(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    random_features = XRVFeatures()
+    assert "random" in random_features.name
+    images = torch.rand(1, 1, 64, 64)
+    out = random_features(images)
+    assert out.shape == (1, 1024)
+    save_file(random_features.model.state_dict(), str(tmp_path / "w.safetensors"))
+    loaded = XRVFeatures(tmp_path / "w.safetensors")
+    assert "random" not in loaded.name and torch.allclose(loaded(images), out, atol=1e-5)
+    assert xrv_densenet().pathologies[0] == "Atelectasis"
