@@ -1,7 +1,249 @@
-"""Placeholder until its issue lands."""
+"""`cxr-irgen train-language`: stage 1 (report autoencoder) or stage 2 (image → embedding prior).
+
+    cxr-irgen train-language stage=autoencoder text=findings data=iu_xray language/model=bart-tiny
+    cxr-irgen train-language stage=prior autoencoder=outputs/train_language/STAGE1 prior.input=clip
+
+Both stages run the shared loop (:func:`cxr_irgen.utils.training.train`: Accelerate, mixed
+precision, atomic checkpoints, ``trainer.resume=latest``). Run-dir layout:
+
+- stage 1: ``autoencoder/`` (BART + tokenizer, :meth:`ReportAutoencoder.from_pretrained`),
+  ``tokenizer/`` (the tokenizer, written before training so a resumed run reuses it),
+  ``metrics.json`` and ``reconstructions.csv`` (held-out reports and their reconstructions).
+- stage 2: ``prior/`` (:meth:`PriorViT.from_pretrained` + ``generator.json`` naming the
+  autoencoder and the image representation; :meth:`ReportGenerator.from_run_dir` reads it),
+  ``features.safetensors`` (cached encoder inputs and target embeddings), ``metrics.json``
+  and ``reports.csv`` (held-out images' references and generated reports).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
 
 from cxr_irgen.errors import UserError
+from cxr_irgen.language.autoencoder import ReportAutoencoder, build_autoencoder
+from cxr_irgen.language.generate import ReportGenerator, write_generator_config
+from cxr_irgen.language.prior import build_prior, prior_loss
+from cxr_irgen.language.representation import build_image_representation
+from cxr_irgen.utils.rundir import run_dir
+from cxr_irgen.utils.training import make_accelerator, train
+from cxr_irgen.vision.loading import freeze
+
+log = logging.getLogger(__name__)
+
+STAGES = ("autoencoder", "prior")
+FEATURES_FILE = "features.safetensors"
 
 
-def run(cfg) -> None:
-    raise UserError("train-language is not available yet in this version of cxr-irgen")
+def bleu4(hypotheses: list[str], references: list[str]) -> float:
+    """Corpus BLEU-4 (nltk ``corpus_bleu``, one reference each, lower-cased word tokens, no smoothing)."""
+    from nltk.translate.bleu_score import corpus_bleu
+
+    words = lambda text: re.findall(r"\w+", text.lower())  # noqa: E731
+    return float(corpus_bleu([[words(r)] for r in references], [words(h) for h in hypotheses]))
+
+
+def split_reports(texts: list[str], fractions, seed: int) -> dict[str, list[str]]:
+    """Shuffle ``texts`` with ``seed`` and cut them into train/validate/test by ``fractions`` (summing to 1)."""
+    fractions = [float(f) for f in fractions]
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise UserError(f"iu_split={fractions}: give three non-negative train/validate/test fractions summing to 1")
+    order = np.random.default_rng(seed).permutation(len(texts))
+    n_train = int(round(fractions[0] * len(texts)))
+    n_validate = int(round(fractions[1] * len(texts)))
+    cuts = {"train": order[:n_train], "validate": order[n_train : n_train + n_validate], "test": order[n_train + n_validate :]}
+    return {name: [texts[i] for i in idx] for name, idx in cuts.items()}
+
+
+def stage1_reports(cfg: DictConfig) -> dict[str, list[str]]:
+    """``{"train": [...], "heldout": [...]}`` report texts of the ``text`` variant.
+
+    MIMIC layout (mimic, phantom): the train split's reports and the validate split's.
+    IU X-ray: its reports split ``iu_split`` by report (seeded); held out is the test part.
+    """
+    from cxr_irgen.data.selections import language_stage1, stage1_text
+
+    variant = str(cfg.text)
+    if cfg.data.name == "iu_xray":
+        from cxr_irgen.data.iu_xray import load_iu_reports
+
+        reports = load_iu_reports()
+        texts = [t for t in stage1_text(reports, variant).tolist() if t]
+        parts = split_reports(texts, cfg.iu_split, int(cfg.seed))
+        log.info("IU X-ray %s: %d reports -> %s", variant, len(texts), {k: len(v) for k, v in parts.items()})
+        return {"train": parts["train"], "heldout": parts["test"]}
+    from cxr_irgen.data.adapters import load_sections, load_table
+
+    table = load_table(cfg.data)
+    sections = load_sections(table, cfg.data)
+    train_texts = language_stage1(table, sections, variant)["text"].tolist()
+    validate = sections[sections["study_id"].isin(table.loc[table["split"] == "validate", "study_id"])]
+    heldout = [t for t in stage1_text(validate, variant).tolist() if t]
+    return {"train": train_texts, "heldout": heldout}
+
+
+def _write_metrics(out: Path, metrics: dict) -> None:
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("metrics: %s", metrics)
+
+
+def train_autoencoder(cfg: DictConfig) -> Path:
+    """Stage 1: train the report autoencoder; returns the run dir."""
+    from cxr_irgen.data.datasets import ReportTextDataset
+
+    out = run_dir(cfg)
+    reports = stage1_reports(cfg)
+    if not reports["train"]:
+        raise UserError(f"no {cfg.text} texts in the training selection of data={cfg.data.name}: check data.root or choose another text=")
+    accelerator = make_accelerator(cfg.trainer, int(cfg.seed))
+    model_cfg = cfg.model
+    if (out / "tokenizer").is_dir():
+        model_cfg = OmegaConf.merge(cfg.model, {"tokenizer": str(out / "tokenizer")})
+    model = build_autoencoder(model_cfg, reports["train"])
+    if accelerator.is_main_process:
+        model.tokenizer.save_pretrained(out / "tokenizer")
+    if cfg.trainer.gradient_checkpointing:
+        model.bart.gradient_checkpointing_enable()
+
+    train(
+        accelerator, model, ReportTextDataset(reports["train"]), lambda m, batch: m(**batch),
+        cfg.trainer, out, int(cfg.seed), collate_fn=model.tokenize,
+    )
+    model = accelerator.unwrap_model(model).eval()
+    if accelerator.is_main_process:
+        model.save_pretrained(out / "autoencoder")
+        metrics = {"stage": "autoencoder", "text": str(cfg.text), "data": str(cfg.data.name), "train_reports": len(reports["train"])}
+        metrics.update(evaluate_reconstruction(model, reports["heldout"], cfg.evaluation, out))
+        _write_metrics(out, metrics)
+    return out
+
+
+def evaluate_reconstruction(model: ReportAutoencoder, texts: list[str], eval_cfg, out: Path) -> dict:
+    """Decode up to ``eval_cfg.max_reports`` held-out texts through the bottleneck; BLEU-4 and a CSV of pairs."""
+    texts = texts[: int(eval_cfg.max_reports)]
+    if not texts:
+        return {"heldout_reports": 0}
+    with torch.no_grad():
+        embeddings = torch.cat([model.embed(chunk) for chunk in _chunks(texts, int(eval_cfg.batch_size))])
+    decoded = model.decode(embeddings, max_length=int(eval_cfg.max_length), num_beams=int(eval_cfg.num_beams), batch_size=int(eval_cfg.batch_size))
+    pd.DataFrame({"reference": texts, "reconstruction": decoded}).to_csv(out / "reconstructions.csv", index=False)
+    return {"heldout_reports": len(texts), "reconstruction_bleu4": bleu4(decoded, texts), "exact_match": float(np.mean([a == b for a, b in zip(decoded, texts)]))}
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def encode_pairs(pairs, representation, autoencoder: ReportAutoencoder, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over an ``ImageReportDataset``: frozen prior inputs (N, *shape) and target embeddings (N, d)."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from cxr_irgen.data.datasets import collate
+
+    inputs, targets = [], []
+    with torch.no_grad():
+        for batch in tqdm(DataLoader(pairs, batch_size=batch_size, collate_fn=collate), desc="encode", dynamic_ncols=True):
+            inputs.append(representation(batch["pixel_values"].to(autoencoder.device)).cpu())
+            targets.append(autoencoder.embed(batch["text"]).float().cpu())
+    return torch.cat(inputs), torch.cat(targets)
+
+
+def cached_features(path: Path, compute) -> tuple[torch.Tensor, torch.Tensor]:
+    """``compute()`` once per run dir; later calls (resume) read ``path``."""
+    from safetensors.torch import load_file, save_file
+
+    if path.exists():
+        stored = load_file(str(path))
+        return stored["inputs"], stored["targets"]
+    inputs, targets = compute()
+    save_file({"inputs": inputs.contiguous(), "targets": targets.contiguous()}, str(path))
+    return inputs, targets
+
+
+def train_prior(cfg: DictConfig) -> Path:
+    """Stage 2: train the ViT prior on (frozen image representation → frozen stage-1 embedding); returns the run dir."""
+    from torch.utils.data import TensorDataset
+
+    from cxr_irgen.data.adapters import load_sections, load_table
+    from cxr_irgen.data.datasets import ImageReportDataset
+    from cxr_irgen.data.selections import language_stage2
+
+    if not cfg.autoencoder:
+        raise UserError("stage=prior needs autoencoder=RUN_DIR: the run dir of `cxr-irgen train-language stage=autoencoder`")
+    if cfg.data.name == "iu_xray":
+        raise UserError("stage=prior needs images with reports: use data=mimic or data=phantom (IU X-ray ships no images)")
+    out = run_dir(cfg)
+    accelerator = make_accelerator(cfg.trainer, int(cfg.seed))
+    autoencoder = freeze(ReportAutoencoder.from_pretrained(cfg.autoencoder)).to(accelerator.device)
+    representation = build_image_representation(cfg.prior).to(accelerator.device)
+
+    table = load_table(cfg.data)
+    sections = load_sections(table, cfg.data)
+    size, skip_bad = int(cfg.data.image_size), bool(cfg.data.skip_bad)
+    train_pairs = ImageReportDataset(language_stage2(table, "train"), sections, size, str(cfg.text), skip_bad)
+    batch = int(cfg.prior.encode_batch_size)
+    inputs, targets = cached_features(out / FEATURES_FILE, lambda: encode_pairs(train_pairs, representation, autoencoder, batch))
+    log.info("prior: %d training pairs, inputs %s, targets %s", len(targets), tuple(inputs.shape[1:]), tuple(targets.shape[1:]))
+
+    prior = build_prior(cfg.prior, representation.input_shape, autoencoder.embedding_dim)
+    loss_kind, cos_weight = str(cfg.prior.loss), float(cfg.prior.cos_weight)
+    train(
+        accelerator, prior, TensorDataset(inputs, targets), lambda m, b: prior_loss(m(b[0]), b[1], loss_kind, cos_weight),
+        cfg.trainer, out, int(cfg.seed),
+    )
+    prior = accelerator.unwrap_model(prior).eval()
+    if accelerator.is_main_process:
+        prior.save_pretrained(out / "prior")
+        write_generator_config(out / "prior", Path(cfg.autoencoder), cfg.prior)
+        metrics = {"stage": "prior", "text": str(cfg.text), "data": str(cfg.data.name), "input": str(cfg.prior.input), "loss": loss_kind, "train_pairs": len(targets)}
+        validate = language_stage2(table, "validate")
+        if int(cfg.evaluation.max_reports) and len(validate):
+            pairs = ImageReportDataset(validate, sections, size, str(cfg.text), skip_bad)
+            generator = ReportGenerator(autoencoder, prior, representation)
+            metrics.update(evaluate_prior(generator, pairs, cfg.evaluation, out))
+        _write_metrics(out, metrics)
+    return out
+
+
+def evaluate_prior(generator: ReportGenerator, pairs, eval_cfg, out: Path) -> dict:
+    """Held-out image/report pairs: embedding cosine to the true report's embedding, BLEU-4 of generated reports, ``reports.csv``."""
+    from torch.utils.data import DataLoader, Subset
+
+    from cxr_irgen.data.datasets import collate
+
+    pairs = Subset(pairs, range(min(len(pairs), int(eval_cfg.max_reports))))
+    rows, cosines = [], []
+    for batch in DataLoader(pairs, batch_size=int(eval_cfg.batch_size), collate_fn=collate):
+        with torch.no_grad():
+            predicted = generator.embeddings(batch["pixel_values"])
+            target = generator.autoencoder.embed(batch["text"]).float()
+        cosines.append(torch.nn.functional.cosine_similarity(predicted, target, dim=-1).cpu())
+        reports = generator.autoencoder.decode(predicted, max_length=int(eval_cfg.max_length), num_beams=int(eval_cfg.num_beams))
+        rows += [{"dicom_id": d, "reference": t, "generated": g} for d, t, g in zip(batch["dicom_id"], batch["text"], reports)]
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "reports.csv", index=False)
+    return {
+        "heldout_pairs": len(frame),
+        "embedding_cosine": float(torch.cat(cosines).mean()),
+        "report_bleu4": bleu4(frame["generated"].tolist(), frame["reference"].tolist()),
+        "distinct_reports": int(frame["generated"].nunique()),
+    }
+
+
+def run(cfg: DictConfig) -> None:
+    stage = str(cfg.stage)
+    if stage == "autoencoder":
+        train_autoencoder(cfg)
+    elif stage == "prior":
+        train_prior(cfg)
+    else:
+        raise UserError(f"stage={stage!r}: use one of {', '.join(STAGES)}")
