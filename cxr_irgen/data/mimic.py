@@ -65,8 +65,8 @@ def read_csv_columns(path: Path, columns: dict[str, str]) -> pd.DataFrame:
     if missing:
         raise UserError(f"{path} lacks column(s) {', '.join(missing)}; it has: {', '.join(map(str, header))}")
     try:
-        return pd.read_csv(path, usecols=list(columns), dtype=columns, engine="c", low_memory=False)
-    except (ValueError, TypeError) as err:
+        return pd.read_csv(path, usecols=list(columns), dtype=columns, engine="pyarrow")
+    except Exception as err:  # pyarrow's ArrowInvalid and friends
         raise UserError(f"malformed CSV {path}: {' '.join(str(err).split())}") from None
 
 
@@ -76,14 +76,26 @@ def read_label_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
         if name not in frame.columns:
             frame[name] = np.float32(np.nan)
             continue
-        values = pd.to_numeric(frame[name], errors="coerce")
-        bad = values.isna() & frame[name].notna() & (frame[name].astype(str).str.strip() != "")
-        bad |= values.notna() & ~values.isin(LABEL_VALUES)
+        column = frame[name]
+        numeric = pd.api.types.is_numeric_dtype(column)
+        values = column if numeric else pd.to_numeric(column, errors="coerce")
+        bad = values.notna() & ~values.isin(LABEL_VALUES)
+        if not numeric:
+            bad |= values.isna() & column.notna() & (column.astype(str).str.strip() != "")
         if bad.any():
-            example = frame.loc[bad, name].iloc[0]
-            raise UserError(f"{path}: column {name!r} has value {example!r} (row {int(np.flatnonzero(bad.to_numpy())[0]) + 2}); use 1, 0, -1 or blank")
+            example = column[bad].iloc[0]
+            raise UserError(f"{path}: column {name!r} has value {str(example)!r} (row {int(np.flatnonzero(bad.to_numpy())[0]) + 2}); use 1, 0, -1 or blank")
         frame[name] = values.astype(np.float32)
     return frame
+
+
+def read_chexpert(path: Path) -> pd.DataFrame:
+    """study_id and the 14 labels as float32; parsed as numbers directly, as text only to explain a bad value."""
+    try:
+        frame = read_csv_columns(path, {"study_id": "int64", **{name: "float32" for name in CHEXPERT_LABELS}})
+    except UserError:
+        frame = read_csv_columns(path, {"study_id": "int64", **{name: "str" for name in CHEXPERT_LABELS}})
+    return read_label_columns(path, frame).drop_duplicates("study_id")
 
 
 def build_index(root: Path, reports_root: Path | None = None) -> pd.DataFrame:
@@ -92,9 +104,7 @@ def build_index(root: Path, reports_root: Path | None = None) -> pd.DataFrame:
     reports_root = Path(reports_root).resolve() if reports_root else root
     meta = read_csv_columns(find_csv(root, METADATA_CSV), {"dicom_id": "str", "subject_id": "int64", "study_id": "int64", "ViewPosition": "str"})
     split = read_csv_columns(find_csv(root, SPLIT_CSV), {"dicom_id": "str", "split": "str"})
-    chexpert_path = find_csv(root, CHEXPERT_CSV)
-    chexpert = read_csv_columns(chexpert_path, {"study_id": "int64", **{name: "str" for name in CHEXPERT_LABELS}})
-    chexpert = read_label_columns(chexpert_path, chexpert).drop_duplicates("study_id")
+    chexpert = read_chexpert(find_csv(root, CHEXPERT_CSV))
 
     index = meta.rename(columns={"ViewPosition": "view"})
     index["view"] = index["view"].fillna("").str.strip().str.upper()
@@ -105,30 +115,28 @@ def build_index(root: Path, reports_root: Path | None = None) -> pd.DataFrame:
     index["split"] = index["split"].fillna("").str.strip().str.lower()
     index = index.merge(chexpert, on="study_id", how="left")
 
-    studies = index["study_id"].astype(str)
     subjects = index["subject_id"].astype(str)
-    folders = "files/p" + subjects.str[:2] + "/p" + subjects + "/s" + studies
-    index["image_path"] = str(root) + "/" + folders + "/" + index["dicom_id"] + ".jpg"
-    index["report_path"] = _report_paths(reports_root, folders)
+    folders = "/files/p" + subjects.str[:2] + "/p" + subjects + "/s" + index["study_id"].astype(str)
+    index["image_path"] = str(root) + folders + "/" + index["dicom_id"] + ".jpg"
+    has_report = index["study_id"].isin(_studies_with_report(str(reports_root), index["subject_id"].unique()))
+    index["report_path"] = (str(reports_root) + folders + ".txt").where(has_report, "")
     return index[list(INDEX_COLUMNS)].reset_index(drop=True)
 
 
-def _report_paths(reports_root: Path, folders: pd.Series) -> pd.Series:
-    """Absolute ``<study>.txt`` paths of the studies whose report file exists, '' elsewhere.
+def _studies_with_report(reports_root: str, subject_ids: np.ndarray) -> set[int]:
+    """Study ids with a ``files/pXX/pSUBJECT/sSTUDY.txt`` report under ``reports_root``.
 
     Lists each subject folder once (65k ``scandir`` calls on full MIMIC) instead of one
     ``stat`` per study.
     """
-    subject_dirs = folders.str.rsplit("/", n=1).str[0]
-    present: set[str] = set()
-    for subject_dir in subject_dirs.unique():
+    found: set[int] = set()
+    for subject in map(str, subject_ids):
         try:
-            with os.scandir(reports_root / subject_dir) as entries:
-                present.update(f"{subject_dir}/{e.name[:-4]}" for e in entries if e.name.endswith(".txt"))
+            with os.scandir(f"{reports_root}/files/p{subject[:2]}/p{subject}") as entries:
+                found.update(int(e.name[1:-4]) for e in entries if e.name[0] == "s" and e.name.endswith(".txt") and e.name[1:-4].isdigit())
         except (FileNotFoundError, NotADirectoryError):
             continue
-    has_report = folders.isin(present)
-    return pd.Series(np.where(has_report, str(reports_root) + "/" + folders + ".txt", ""), index=folders.index, dtype="str")
+    return found
 
 
 def _cache_key(root: Path, reports_root: Path | None) -> str:

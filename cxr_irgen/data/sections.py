@@ -16,6 +16,7 @@ counts as an impression. Whitespace is collapsed to single spaces; a missing sec
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -35,28 +36,59 @@ KNOWN_HEADERS = (
     "CLINICAL INFORMATION", "REASON FOR EXAM(?:INATION)?", "EXAM(?:INATION)?", "TECHNIQUE", "PROCEDURE",
     "NOTIFICATIONS?", "RECOMMENDATIONS?", r"RECOMMENDATION\(S\)", "WET READ", "FINAL REPORT", "ADDENDUM", "COMMENTS?",
 )
-_HEADER_RE = re.compile(
-    r"^[ \t]*(?P<line>(?i:" + "|".join(KNOWN_HEADERS) + r"))[ \t]*(?::|$)"
-    r"|(?<![A-Za-z])(?P<caps>[A-Z][A-Z()]*(?:[ /&][A-Z()]+)*)[ \t]*:",
-    re.MULTILINE,
-)
+_LINE_HEADER = re.compile(r"[ \t]*(" + "|".join(KNOWN_HEADERS) + r")[ \t\r]*(?::|$)", re.IGNORECASE)
+_CAPS_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ()/& \t")
 
 
+@functools.lru_cache(maxsize=1024)
 def _kind(header: str) -> tuple[bool, bool]:
     """(is findings, is impression) for a matched header."""
     words = set(re.split(r"[ /&]+", header.upper())) - {"AND", ""}
     return bool(words & set(FINDINGS_HEADERS)), bool(words & set(IMPRESSION_HEADERS)) and words <= {*FINDINGS_HEADERS, *IMPRESSION_HEADERS}
 
 
+def _caps_header_start(line: str, colon: int) -> int:
+    """Start of the capitals header ending at ``line[colon] == ":"``, or -1 when the text before the colon is not one."""
+    start = colon
+    while start > 0 and line[start - 1] in _CAPS_CHARS:
+        start -= 1
+    while start < colon and not line[start].isalpha():
+        start += 1
+    if colon - start < 2 or (start > 0 and line[start - 1].isalpha()):
+        return -1
+    return start
+
+
+def _headers(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, header) of every header in ``text``, in order.
+
+    Works line by line: one anchored match per line, and a look back from each colon for
+    capitals, several times faster than one unanchored regex over the whole text.
+    """
+    found, offset = [], 0
+    for line in text.splitlines(keepends=True):
+        match = _LINE_HEADER.match(line)
+        if match:
+            found.append((offset + match.start(1), offset + match.end(), match.group(1)))
+        colon = line.find(":", match.end() if match else 0)
+        while colon >= 0:
+            start = _caps_header_start(line, colon)
+            if start >= 0:
+                found.append((offset + start, offset + colon + 1, line[start:colon].rstrip()))
+            colon = line.find(":", colon + 1)
+        offset += len(line)
+    return found
+
+
 def extract_sections(text: str) -> dict[str, str]:
     """``{"findings": ..., "impression": ...}`` of one report ('' for a missing section)."""
     found: dict[str, list[str]] = {"findings": [], "impression": []}
-    matches = list(_HEADER_RE.finditer(text))
-    for match, following in zip(matches, [*matches[1:], None]):
-        is_findings, is_impression = _kind(match.group("line") or match.group("caps"))
+    headers = _headers(text)
+    for (_, end, header), following in zip(headers, [*headers[1:], None]):
+        is_findings, is_impression = _kind(header)
         if not (is_findings or is_impression):
             continue
-        body = " ".join(text[match.end() : following.start() if following else len(text)].split())
+        body = " ".join(text[end : following[0] if following else len(text)].split())
         if not body:
             continue
         if is_findings:
