@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from cxr_irgen.data.imageio import BadImageError, read_image
 from cxr_irgen.data.labels import CHEXPERT_LABELS, labels_to_prompt
-from cxr_irgen.data.reference import ReferenceIndex, seeded_choice
+from cxr_irgen.data.reference import ReferenceIndex, mix64
 from cxr_irgen.data.selections import stage1_text, with_sections
 from cxr_irgen.errors import UserError
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
     """A 64-bit seed for item ``index`` of ``epoch`` of a run seeded with ``seed`` (no global RNG involved)."""
-    return seeded_choice(seeded_choice(seeded_choice(seed, 1 << 63) + epoch, 1 << 63) + index, 1 << 63)
+    return mix64(mix64(mix64(seed) + epoch) + index)
 
 
 class _ImageItems(Dataset):
