@@ -14,24 +14,16 @@ from cxr_irgen.errors import UserError
 from cxr_irgen.vision.codec import UnshuffleCodec, build_vae
 from cxr_irgen.vision.conditioning import Conditioning
 from cxr_irgen.vision.encoders import CLIP_MEAN, CLIP_STD, build_clip_image_encoder, build_text_encoder
-from cxr_irgen.vision.model import build_encoders, build_vision_model
+from cxr_irgen.vision.model import build_encoders, build_vision_model, model_config
 from cxr_irgen.vision.pipeline import VisionPipeline, save_images
 from cxr_irgen.vision.uvit import UViT
-
-TINY = "cxr_irgen/configs/vision/model/unet-tiny.yaml"
-
-
-def model_cfg(name: str = "unet-tiny"):
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("cxr_irgen.configs", version_base="1.3"):
-        return compose("train_vision", overrides=[f"vision/model={name}"]).vision.model
+from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
 def test_tokenizer_matches_open_clip():
     import open_clip
 
-    tokenizer = build_text_encoder(model_cfg().text_encoder).tokenizer
+    tokenizer = build_text_encoder(model_config("unet-tiny").text_encoder).tokenizer
     prompts = [
         "A chest X-Ray image with cardiomegaly and pleural effusion, without pneumothorax, and unclear about edema",
         "A chest X-Ray image",
@@ -46,7 +38,7 @@ def test_tokenizer_matches_open_clip():
 
 
 def test_clip_image_encoder_normalises_with_clip_mean_std():
-    encoder = build_clip_image_encoder(model_cfg().image_encoder)
+    encoder = build_clip_image_encoder(model_config("unet-tiny").image_encoder)
     images = torch.full((2, 1, 32, 32), 0.5)
     expected = (0.5 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
     torch.testing.assert_close(encoder.normalize(images)[:, :, 3, 5], expected.expand(2, 3))
@@ -76,7 +68,7 @@ def test_sd_vae_shapes_and_scaling():
 
 
 def test_missing_pretrained_weights_is_one_line_naming_files(tmp_path):
-    cfg = model_cfg("unet-sd14")
+    cfg = model_config("unet-sd14")
     cfg.backbone.pretrained = str(tmp_path / "sd14")
     from cxr_irgen.vision.model import build_backbone
 
@@ -179,7 +171,7 @@ def test_condition_dropout_really_drops():
 
 
 def test_frozen_encoders_get_no_gradients():
-    cfg = model_cfg()
+    cfg = model_config("unet-tiny")
     encoders = build_encoders(cfg)
     model = build_vision_model(cfg, encoders).train()
     encoders.train()
@@ -194,7 +186,7 @@ def test_frozen_encoders_get_no_gradients():
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    cfg = model_cfg()
+    cfg = model_config("unet-tiny")
     model = build_vision_model(cfg, build_encoders(cfg))
     out = tmp_path_factory.mktemp("vision-run")
     model.save_pretrained(out / "model", cfg)

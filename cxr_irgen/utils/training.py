@@ -134,7 +134,9 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
 
     sampler = ResumableSampler(len(dataset), seed, accelerator.process_index, accelerator.num_processes, cfg.batch_size)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_fn, drop_last=True)
+    # The loader draws its base seed from its own generator, not the global RNG (which a resumed run restores).
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_fn,
+                        drop_last=True, generator=torch.Generator().manual_seed(seed))
 
     step = 0
     ckpt = resolve_resume(cfg.resume, run_dir)

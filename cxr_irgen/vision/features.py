@@ -42,7 +42,8 @@ def cache_fingerprint(model_cfg) -> dict:
     """The parts of the model config that determine cached features."""
     from omegaconf import OmegaConf
 
-    return {key: OmegaConf.to_container(model_cfg[key], resolve=True) for key in ("image_size", "text_encoder", "image_encoder", "vae")}
+    plain = OmegaConf.to_container(model_cfg, resolve=True)
+    return {key: plain[key] for key in ("image_size", "text_encoder", "image_encoder", "vae")}
 
 
 @torch.no_grad()

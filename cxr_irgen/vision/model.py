@@ -79,6 +79,16 @@ class VisionModel(nn.Module):
         return out_dir
 
 
+def model_config(name: str, overrides: list[str] = ()) -> DictConfig:
+    """The ``vision/model`` config ``name`` (e.g. ``unet-tiny``) composed from the packaged configs."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("cxr_irgen.configs", version_base="1.3"):
+        return compose("train_vision", overrides=[f"vision/model={name}", *[f"vision.model.{o}" for o in overrides]]).vision.model
+
+
 def build_encoders(cfg: DictConfig) -> FrozenEncoders:
     uses_image = cfg.conditioning.mode != "text"
     image_encoder = build_clip_image_encoder(cfg.image_encoder) if uses_image else None

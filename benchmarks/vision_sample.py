@@ -1,0 +1,93 @@
+"""Sampling throughput: our VisionPipeline vs diffusers' StableDiffusionPipeline built from the same
+U-Net, VAE, text encoder, tokenizer, scheduler, steps, guidance and batch (text conditioning, since
+StableDiffusionPipeline has no reference-image input).
+
+    python benchmarks/vision_sample.py                         # CPU, tiny random components
+    python benchmarks/vision_sample.py --model unet-sd14-random --device cuda --batch 16 --steps 50
+The last output line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+TINY_VAE = {"kind": "sd", "config": {"block_out_channels": [32, 32], "down_block_types": ["DownEncoderBlock2D"] * 2,
+                                     "up_block_types": ["UpDecoderBlock2D"] * 2, "norm_num_groups": 8, "latent_channels": 4}}
+
+
+def _timed(fn, repeats: int, device) -> float:
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from cxr_irgen.data.labels import labels_to_prompt, parse_labels
+    from cxr_irgen.vision.model import build_encoders, build_vision_model, model_config
+    from cxr_irgen.vision.pipeline import VisionPipeline, build_sampler
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="unet-tiny")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--scheduler", default="pndm", choices=("pndm", "ddim", "dpm++"))
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype, torch.float16 if device.type == "cuda" else torch.float32)
+
+    cfg = model_config(args.model)
+    cfg.conditioning.mode = "text"
+    if cfg.vae.kind != "sd":
+        cfg.vae = OmegaConf.create(TINY_VAE)
+    encoders = build_encoders(cfg)
+    model = build_vision_model(cfg, encoders).to(device, dtype)
+    encoders.to(device, dtype)
+    ours = VisionPipeline(encoders, model, cfg.noise_schedule, cfg.image_size, device=device)
+    labels = [parse_labels("Cardiomegaly=1, Edema=0")] * args.batch
+    seeds = list(range(args.batch))
+    theirs = StableDiffusionPipeline(
+        vae=encoders.vae.vae, text_encoder=encoders.text_encoder.model, tokenizer=encoders.text_encoder.tokenizer, unet=model.backbone,
+        scheduler=build_sampler(args.scheduler, cfg.noise_schedule), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    theirs.set_progress_bar_config(disable=True)
+    prompts = [labels_to_prompt(v) for v in labels]
+
+    def run_ours():
+        return ours(labels, None, seeds, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)
+
+    def run_theirs():
+        generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+        return theirs(prompts, height=cfg.image_size, width=cfg.image_size, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                      generator=generators, output_type="pt").images
+
+    with torch.no_grad():
+        seconds_theirs = _timed(run_theirs, args.repeats, device)
+        seconds_ours = _timed(run_ours, args.repeats, device)
+    out = {
+        "benchmark": "vision_sample", "model": args.model, "device": args.device, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "dtype": str(dtype).replace("torch.", ""), "batch": args.batch, "steps": args.steps, "scheduler": args.scheduler, "guidance": args.guidance,
+        "image_size": int(cfg.image_size), "ours_images_per_s": args.batch / seconds_ours,
+        "diffusers_sd_pipeline_images_per_s": args.batch / seconds_theirs, "speedup": seconds_theirs / seconds_ours,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""train-vision on CPU with tiny models: overfitting, resume, two processes, cache, learned conditioning."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
+
+from cxr_irgen.cli import run_command
+from cxr_irgen.data.labels import CHEXPERT_LABELS
+
+TINY = ["vision/model=unet-tiny", "trainer=cpu-tiny", "sample_every=0"]
+
+
+def backbone_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "backbone" / "diffusion_pytorch_model.safetensors"))
+
+
+def train_vision(out: Path, root: Path, *overrides: str) -> Path:
+    run_command("train-vision", [*TINY, f"data.root={root}", f"hydra.run.dir={out}", *overrides])
+    return out
+
+
+def test_one_batch_overfit_drives_loss_down(tmp_path):
+    from omegaconf import OmegaConf
+
+    from cxr_irgen.utils.training import make_accelerator, train
+    from cxr_irgen.vision.model import build_encoders, build_noise_scheduler, build_vision_model, model_config
+    from cxr_irgen.vision.train import diffusion_loss, make_loss_fn
+
+    cfg = model_config("unet-tiny")
+    cfg.conditioning.dropout = 0.0
+    encoders = build_encoders(cfg)
+    model = build_vision_model(cfg, encoders)
+    images = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompts = ["A chest X-Ray image with cardiomegaly", "A chest X-Ray image with edema", "A chest X-Ray image", "A chest X-Ray image without fracture"]
+    features = encoders.encode_batch({"prompt": prompts, "pixel_values": images, "reference_pixels": images.flip(0)})
+    items = [{k: v[i] for k, v in features.items()} for i in range(4)]
+    noise_scheduler = build_noise_scheduler(cfg)
+
+    def fixed_loss() -> float:
+        torch.manual_seed(123)
+        with torch.no_grad():
+            return float(np.mean([diffusion_loss(model.eval(), features, noise_scheduler).item() for _ in range(8)]))
+
+    before = fixed_loss()
+    trainer = OmegaConf.merge(OmegaConf.load(Path("configs/trainer/default.yaml")), {"max_steps": 60, "batch_size": 4, "lr": 2e-3, "checkpoint_every": 1000})
+    result = train(make_accelerator(trainer, 0), model, items, make_loss_fn(noise_scheduler, None), trainer, tmp_path, seed=0)
+    after = fixed_loss()
+    assert result.step == 60
+    assert after < 0.6 * before, (before, after)
+
+
+def test_resume_equals_uninterrupted(tmp_path, phantom_root):
+    common = ["trainer.batch_size=4", "trainer.checkpoint_every=3", "trainer.max_steps=6", "max_images=24"]
+    straight = train_vision(tmp_path / "straight", phantom_root, *common)
+    interrupted = tmp_path / "interrupted"
+    train_vision(interrupted, phantom_root, *common, "trainer.max_steps=3")
+    train_vision(interrupted, phantom_root, *common, "trainer.resume=latest")
+    a, b = backbone_weights(straight), backbone_weights(interrupted)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    conditioning = [load_file(str(run / "model" / "conditioning.safetensors")) for run in (straight, interrupted)]
+    for key in conditioning[0]:
+        torch.testing.assert_close(conditioning[0][key], conditioning[1][key], rtol=0, atol=1e-6)
+
+
+def test_two_process_cpu_run_trains_and_saves(tmp_path, phantom_root):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "cxr_irgen.cli", "train-vision", *TINY, f"data.root={phantom_root}", f"hydra.run.dir={out}",
+           "trainer.batch_size=4", "trainer.max_steps=4", "trainer.checkpoint_every=2", "max_images=24"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "model" / "backbone" / "diffusion_pytorch_model.safetensors").exists()
+    assert (out / "checkpoints" / "step-0000004" / "rng-rank1.pt").exists()
+    from cxr_irgen.vision.pipeline import VisionPipeline
+
+    assert VisionPipeline.from_run_dir(out).checkpoint_hash
+
+
+def test_cached_features_match_encoded_batch(tmp_path, phantom_root):
+    from cxr_irgen.data.datasets import VisionDataset
+    from cxr_irgen.data.mimic import load_index
+    from cxr_irgen.data.reference import ReferenceIndex
+    from cxr_irgen.data.selections import vision_train
+    from cxr_irgen.vision.features import CachedFeatureDataset
+    from cxr_irgen.vision.model import build_encoders, model_config
+
+    out = train_vision(tmp_path / "prep", phantom_root, "prepare=true", "max_images=12")
+    cfg = model_config("unet-tiny")
+    cached = CachedFeatureDataset(out / "features", cfg, reference=True, seed=5)
+    index = vision_train(load_index(phantom_root)).head(12)
+    raw = VisionDataset(index, cfg.image_size, ReferenceIndex.from_index(index), seed=5)
+    encoders = build_encoders(cfg)
+    for i in (0, 7):
+        item = raw[i]
+        features = encoders.encode_batch({"prompt": [item["prompt"]], "pixel_values": item["pixel_values"][None], "reference_pixels": item["reference_pixels"][None]})
+        assert cached.dicom_ids[int(cached[i]["reference_row"])] == item["reference_id"]
+        for key in ("latents", "text_hidden", "text_pooled", "image_embeds"):
+            torch.testing.assert_close(cached[i][key], features[key][0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture(scope="session")
+def learned_run(tmp_path_factory) -> tuple[Path, Path]:
+    """Tiny U-Net trained 400 steps (batch 32) from the feature cache of 1,500 phantoms at 32 px."""
+    from cxr_irgen.data.phantoms import make_phantoms
+
+    root = make_phantoms(tmp_path_factory.mktemp("phantoms32"), n=1500, seed=0, size=32)
+    prep = train_vision(tmp_path_factory.mktemp("vision-prepare"), root, "prepare=true")
+    run = train_vision(tmp_path_factory.mktemp("vision-learn"), root, f"features={prep / 'features'}", "trainer.max_steps=400",
+                       "trainer.batch_size=32", "trainer.lr=1e-3", "trainer.checkpoint_every=400")
+    return root, run
+
+
+@pytest.mark.slow
+def test_conditioning_is_learned_heart_width(learned_run):
+    """Images generated for Cardiomegaly vs No Finding label vectors differ in the phantom heart-width ratio."""
+    from sklearn.metrics import roc_auc_score
+
+    from cxr_irgen.data.imageio import read_image
+    from cxr_irgen.data.mimic import load_index
+    from cxr_irgen.data.phantom_signs import heart_width_ratios
+    from cxr_irgen.data.reference import ReferenceIndex
+    from cxr_irgen.data.selections import vision_train
+    from cxr_irgen.vision.pipeline import VisionPipeline
+
+    root, run = learned_run
+    index = vision_train(load_index(root))
+    reference = ReferenceIndex.from_index(index)
+    pipe = VisionPipeline.from_run_dir(run)
+    scores = {}
+    for name, column in (("cardiomegaly", "Cardiomegaly"), ("normal", "No Finding")):
+        rows = index[index[column] == 1.0].head(40)
+        labels = [np.asarray(v, dtype=np.float32) for v in rows[list(CHEXPERT_LABELS)].to_numpy()]
+        refs = torch.stack([read_image(reference.image_path(reference.lookup(v, exclude=d, seed=i)), 32) for i, (v, d) in enumerate(zip(labels, rows["dicom_id"]))])
+        images = pipe(labels, refs, seeds=list(range(len(labels))), steps=20, guidance=2.0, scheduler="ddim")
+        scores[name] = heart_width_ratios(images)
+    finite = {k: v[np.isfinite(v)] for k, v in scores.items()}
+    assert all(len(v) >= 32 for v in finite.values()), {k: len(v) for k, v in finite.items()}
+    auroc = roc_auc_score([1] * len(finite["cardiomegaly"]) + [0] * len(finite["normal"]), np.concatenate([finite["cardiomegaly"], finite["normal"]]))
+    assert auroc >= 0.75, (auroc, {k: float(v.mean()) for k, v in finite.items()})
