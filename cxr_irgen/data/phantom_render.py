@@ -86,7 +86,7 @@ def sample_phantom(rng: np.random.Generator, view: str) -> dict:
         "uncertain_shown": {name: bool(rng.random() < 0.5) for name in SIGNS},
         "cardiomegaly_ratio": U(0.6, 0.68) * (1.08 if ap else 1.0),
         "mediastinum_widening": U(0.035, 0.055),
-        "effusion_sides": [(-1.0,), (1.0,), (-1.0, 1.0)][int(rng.integers(3))], "effusion_height": U(0.05, 0.12),
+        "effusion_sides": [(-1.0,), (1.0,), (-1.0, 1.0)][int(rng.integers(3))], "effusion_height": U(0.07, 0.14),
         "opacity_patches": [(side(), U(0.3, 0.8), U(0.25, 0.8), U(0.03, 0.055)) for _ in range(int(rng.integers(3, 6)))],
         "consolidation": (side(), U(0.4, 0.75), U(0.5, 0.75), U(0.06, 0.085)),
         "pneumonia": (side(), U(0.35, 0.7), U(0.6, 0.8)),
@@ -209,11 +209,11 @@ class _Chest:
         widening = st["Enlarged Cardiomediastinum"] * p["mediastinum_widening"]
         upper = np.exp(-0.5 * ((v - 0.3) / 0.09) ** 2)
         self.mediastinum = p["mediastinum"] + (0.01 + widening) * upper
+        # costophrenic level of each side at rest (heart, ribs and bubble sit on it) and as drawn
+        self.rest_base = {-1.0: p["base"], 1.0: p["base"] + p["left_drop"]}
         self.base, self.lateral, self.wall, self.dome, self.distance, self.lung = {}, {}, {}, {}, {}, {}
         for s in (-1.0, 1.0):
-            base = p["base"] + (p["left_drop"] if s > 0 else 0.0)
-            if s == p["atelectasis"][0]:
-                base -= 0.045 * st["Atelectasis"]
+            base = self.rest_base[s] - (0.045 * st["Atelectasis"] if s == p["atelectasis"][0] else 0.0)
             self.base[s] = base
             center = 0.5 + s * (p["mediastinum"] + self.width)
             t = np.clip((0.5 - v) / (0.5 - p["apex"]), 0.0, 1.0)
@@ -227,7 +227,7 @@ class _Chest:
             self.distance[s] = np.minimum(np.minimum(lateral, dome - v), medial)
             self.lung[s] = c.soft(self.distance[s])
         self.lungs = self.lung[-1.0] + self.lung[1.0]
-        self.dome_top = {s: self.base[s] - p["dome"] for s in (-1.0, 1.0)}
+        self.dome_top = {s: self.rest_base[s] - p["dome"] for s in (-1.0, 1.0)}
         self.apex = p["apex"]
 
     def point(self, s: float, across: float, down: float) -> tuple[float, float]:
@@ -283,7 +283,7 @@ def _draw_frontal(c: _Canvas, p: dict, st: dict[str, float], rng: np.random.Gene
         c.polyline(pts, 0.024, 0.22)
         if ap:
             A += 0.1 * c.ellipse(0.5 + s * 0.36, 0.3, 0.07, 0.15, angle_deg=s * 12) * g.lungs
-    A -= 0.22 * c.ellipse(0.5 + p["mediastinum"] + 0.9 * g.width, g.base[1.0] + 0.045, 0.045, 0.025)
+    A -= 0.22 * c.ellipse(0.5 + p["mediastinum"] + 0.9 * g.width, g.rest_base[1.0] + 0.045, 0.045, 0.025)
     _draw_frontal_signs(c, g, p, st, rng)
 
 
@@ -291,7 +291,7 @@ def _draw_ribs(c: _Canvas, g: _Chest, p: dict, st: dict[str, float]) -> None:
     """Posterior ribs arching down laterally, fainter anterior ribs, and the fracture sign."""
     u, v, A = c.u, c.v, c.attenuation
     d = np.abs(u - 0.5)
-    reach = (v - g.apex + 0.05) / (g.base[-1.0] - g.apex + 0.03)
+    reach = (v - g.apex + 0.05) / (g.rest_base[-1.0] - g.apex + 0.03)
     for curve, offset, strength in ((p["rib_curve"], 0.0, 0.13), (-0.5 * p["rib_curve"], 0.45, 0.05)):
         t = np.clip(reach - curve * (d - 0.06) ** 2 + 0.08 * d, 0.0, None)
         phase = t * (1.35 - 0.35 * t) * p["rib_count"] + offset
@@ -301,7 +301,7 @@ def _draw_ribs(c: _Canvas, g: _Chest, p: dict, st: dict[str, float]) -> None:
             piece = (np.abs(u - at - s * 0.025) < 0.025) & (np.abs(phase - index - 0.3) < 0.7)
             phase = np.where(piece, phase + 0.45 * st["Fracture"], phase)
         band = np.clip(1.0 - np.abs(phase - np.floor(phase) - 0.3) / 0.16, 0.0, 1.0)
-        cage = c.soft(0.5 * g.thorax + 0.02 - d, 0.01) * c.soft(d - 0.03, 0.01) * c.soft(phase - 0.3, 0.02) * c.soft(g.base[-1.0] + 0.02 - v, 0.02)
+        cage = c.soft(0.5 * g.thorax + 0.02 - d, 0.01) * c.soft(d - 0.03, 0.01) * c.soft(phase - 0.3, 0.02) * c.soft(g.rest_base[-1.0] + 0.02 - v, 0.02)
         A += strength * band * band * (3.0 - 2.0 * band) * cage
 
 
@@ -311,7 +311,7 @@ def _draw_frontal_signs(c: _Canvas, g: _Chest, p: dict, st: dict[str, float], rn
     if st["Pleural Effusion"]:
         for s in p["effusion_sides"]:
             lateral = np.clip((s * (u - 0.5) - p["mediastinum"]) / (2 * g.width), 0.0, 1.0)
-            level = g.base[s] - p["effusion_height"] * (0.35 + 0.9 * lateral * lateral)
+            level = g.base[s] - p["effusion_height"] * (0.6 + 0.6 * lateral * lateral)
             A += 0.7 * st["Pleural Effusion"] * g.lung[s] * c.soft(v - level, 0.015) * (1.0 - 0.85 * g.heart)
     if st["Lung Opacity"]:
         for s, across, down, r in p["opacity_patches"]:
@@ -356,7 +356,7 @@ def _draw_frontal_signs(c: _Canvas, g: _Chest, p: dict, st: dict[str, float], rn
         line = np.exp(-0.5 * ((rim_distance - gap) / max(0.003, 0.5 * c.px)) ** 2)
         A += 0.14 * st["Pneumothorax"] * line * g.lung[s] * upper
     if st["Support Devices"]:
-        _draw_devices(c, p, st["Support Devices"], g.base[1.0])
+        _draw_devices(c, p, st["Support Devices"], g.rest_base[1.0])
 
 
 def _draw_devices(c: _Canvas, p: dict, strength: float, stomach: float) -> None:

@@ -94,15 +94,19 @@ class _Profile:
         last = min(self.h, max(first + 1, int(round(band[1] * self.h))))
         return [edges for r in range(first, last) if (edges := self.runs(r)) is not None]
 
+    def lowest_lung_rows(self) -> np.ndarray:
+        """(W,) the lowest lung-dark row of each column, searched below 40% of the height."""
+        start = int(0.4 * self.h)
+        dark = self.image[start:] < self.threshold
+        return start + dark.shape[0] - 1 - np.argmax(dark[::-1], axis=0)
+
     def dome_row(self) -> int:
         """Row of the top of the right hemidiaphragm (image left; usually the higher one, and never behind the heart).
 
         Each column of the middle of the right lung ends at its lowest dark pixel (medial to
         the rising meniscus of an effusion); the dome top is the median of those rows.
         """
-        start = int(0.4 * self.h)
-        dark = self.image[start:] < self.threshold
-        lowest = start + dark.shape[0] - 1 - np.argmax(dark[::-1], axis=0)  # (W,)
+        lowest = self.lowest_lung_rows()
         thorax = self.chest_width()
         reach = 0.5 * thorax if np.isfinite(thorax) else 0.35 * self.w
         columns = lowest[max(0, int(self.midline - 0.7 * reach)):max(1, int(np.ceil(self.midline - 0.4 * reach)))]
@@ -140,25 +144,28 @@ def heart_width_ratios(images) -> np.ndarray:
 
 
 def costophrenic_blunting(image) -> float:
-    """Share of tissue-bright pixels in the lower lateral lung corners (higher = blunted angles; effusion).
+    """How far the lateral lung base sits above the mid-lung base, as a fraction of the image height (effusion).
 
-    The corners are the outer 35% of each lung span, in the rows of the costophrenic angles;
-    the larger of the two sides is returned.
+    A sharp costophrenic angle reaches below the dome (negative values, about -0.02 to -0.06);
+    fluid fills the angle up to a meniscus that climbs laterally (positive values). The larger
+    of the two sides is returned.
     """
     profile = _Profile(image)
-    thorax = profile.chest_width()
-    if not np.isfinite(thorax):
+    chest = profile.chest_width()
+    if not np.isfinite(chest):
         return float("nan")
-    center = profile.midline
-    first, last = int(CORNER_ROWS[0] * profile.h), int(np.ceil(CORNER_ROWS[1] * profile.h))
-    corners = profile.image[first:last]
-    reach = 0.5 * thorax
-    shares = []
+    lowest = profile.lowest_lung_rows()
+    reach = 0.5 * chest
+    values = []
     for side in (-1, 1):
-        near, far = sorted((center + side * 0.65 * reach, center + side * reach))
-        cols = slice(max(0, int(near)), min(profile.w, int(np.ceil(far))))
-        shares.append(float((corners[:, cols] > profile.threshold).mean()))
-    return max(shares)
+        def band(a: float, b: float) -> np.ndarray:
+            near, far = sorted((profile.midline + side * a * reach, profile.midline + side * b * reach))
+            return lowest[max(0, int(near)):min(profile.w, int(np.ceil(far)))]
+
+        middle, lateral = band(0.4, 0.6), band(0.75, 0.9)
+        if len(middle) and len(lateral):
+            values.append((np.median(middle) - np.median(lateral)) / profile.h)
+    return float(max(values)) if values else float("nan")
 
 
 def lung_brightness(image) -> float:

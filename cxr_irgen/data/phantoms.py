@@ -145,10 +145,8 @@ def study_dir(root: Path, subject_id: int, study_id: int) -> Path:
 
 
 def _draw_image(job: PhantomImage, size: int) -> None:
-    rng = np.random.default_rng([job.seed, 1, job.number])
-    params = sample_phantom(rng, job.view)
-    pixels = render_phantom(params, job.labels, size)
-    Image.fromarray(np.round(pixels * 255).astype(np.uint8), mode="L").save(job.path, quality=95)
+    pixels = render_phantom(phantom_params(job.seed, job.number, job.view), job.labels, size)
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(job.path, quality=95)
 
 
 def _draw_chunk(jobs: list[PhantomImage], size: int) -> int:
@@ -168,7 +166,11 @@ def _prepare_out(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
             raise UserError(f"out={out} is not empty and is not a phantom tree; choose a new or empty directory")
-        shutil.rmtree(out / "files", ignore_errors=True)
+        for child in out.iterdir():  # an earlier phantom tree (and any caches in it) is replaced as a whole
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
