@@ -101,7 +101,7 @@ def _check_overrides(command: Command, overrides: list[str]) -> None:
 def run_command(name: str, argv: list[str]) -> None:
     """Run one command in-process, as the console script would (used by tests and the demo)."""
     import hydra
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig
     from omegaconf.errors import OmegaConfBaseException
 
     command = COMMANDS[name]
@@ -113,12 +113,10 @@ def run_command(name: str, argv: list[str]) -> None:
         _check_overrides(command, overrides)
 
     def task(cfg: DictConfig) -> None:
-        from cxr_irgen.utils.rundir import run_dir
+        from cxr_irgen.utils.rundir import start_run
 
         try:
-            out = run_dir(cfg)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            start_run(cfg)
             _load_task(command.target)(cfg)
         except UserError as err:
             print(f"cxr-irgen {name}: error: {err}", file=sys.stderr)

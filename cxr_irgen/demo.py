@@ -15,7 +15,7 @@ import pandas as pd
 from hydra import compose
 
 from cxr_irgen.data.labels import CHEXPERT_LABELS, label_key
-from cxr_irgen.utils.rundir import run_dir
+from cxr_irgen.utils.rundir import run_dir, start_run
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 def _step(config: str, out: Path, overrides: list[str], task) -> Path:
     """Compose ``configs/<config>.yaml`` with ``overrides``, run ``task(cfg)`` into ``out``; returns ``out``."""
     cfg = compose(config, overrides=[*overrides, f"run_dir={out}"])
+    start_run(cfg)
     started = time.perf_counter()
     print(f"\n=== {out.name}: {config} {' '.join(overrides)}", flush=True)
     task(cfg)
@@ -57,7 +58,7 @@ def run(cfg) -> None:
     vision_dir = _step("train_vision", out / "02-vision", [*on_data, *cfg.vision.overrides], vision_train.run)
     ae_dir = _step("train_language", out / "03-language-autoencoder", [*on_data, *cfg.language.autoencoder_overrides], language_train.run)
     prior_dir = _step("train_language", out / "04-language-prior",
-                      [*on_data, f"language.autoencoder={ae_dir}", *cfg.language.prior_overrides], language_train.run)
+                      [*on_data, f"autoencoder={ae_dir}", *cfg.language.prior_overrides], language_train.run)
     clf_dir = _step("train_classifier", out / "05-classifier", [*on_data, *cfg.classifier.overrides], classifier.run)
     labels_csv = out / "test_labels.csv"
     test_label_sets(data, cfg.generate.max_label_sets).to_csv(labels_csv, index=False)

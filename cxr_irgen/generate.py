@@ -80,12 +80,12 @@ def _load_language(cfg, device):
 
     if not cfg.language.checkpoint:
         raise UserError("language.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-language stage=prior`)")
-    return ReportGenerator.from_run_dir(cfg.language.checkpoint, device=device)
+    return ReportGenerator.from_run_dir(cfg.language.checkpoint).to(device)
 
 
 def _reports(generator, images: torch.Tensor, cfg) -> list[str]:
     lang = cfg.language
-    return generator(images, num_beams=lang.num_beams, do_sample=lang.do_sample, top_p=lang.top_p, max_length=lang.max_length)
+    return generator(images, batch_size=cfg.batch_size, num_beams=lang.num_beams, do_sample=lang.do_sample, top_p=lang.top_p, max_length=lang.max_length)
 
 
 def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
@@ -129,7 +129,7 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
 
     generator = _load_language(cfg, _device(cfg))
     for batch in tqdm(list(_batches(items, cfg.batch_size)), desc="reports", disable=not show_progress):
-        images = torch.stack([read_image(item["path"], generator.image_size) for item in batch])
+        images = torch.stack([read_image(item["path"], generator.representation.image_size) for item in batch])
         reports = _reports(generator, images, cfg)
         for item, report, rep_labels in zip(batch, reports, label_reports(reports)):
             _write_json({"index": item["index"], "image": item["path"].as_uri(), "labels": None, "report": report,

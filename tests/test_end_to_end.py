@@ -12,17 +12,25 @@ import pytest
 
 from cxr_irgen.cli import run_command
 
+TINY_LANGUAGE = ("language/model=bart-tiny", "language/prior=vit-tiny", "trainer=cpu-tiny", "trainer.max_steps=20", "trainer.batch_size=8")
+
+
+def _list(key: str, *items: str) -> str:
+    """A Hydra override setting ``key`` to a list of quoted strings."""
+    return f"{key}=[" + ",".join(f"'{item}'" for item in items) + "]"
+
+
 REDUCED = [
     "phantoms.n=240",
     "phantoms.size=64",
-    "vision.overrides=[vision/model=unet-tiny,trainer=cpu-tiny,trainer.max_steps=20,trainer.batch_size=8]",
-    "language.autoencoder_overrides=[stage=autoencoder,language/model=bart-tiny,trainer=cpu-tiny,trainer.max_steps=20,trainer.batch_size=8]",
-    "language.prior_overrides=[stage=prior,trainer=cpu-tiny,trainer.max_steps=20,trainer.batch_size=8]",
-    "classifier.overrides=[trainer=cpu-tiny,trainer.max_steps=10,trainer.batch_size=8]",
+    _list("vision.overrides", "vision/model=unet-tiny", "trainer=cpu-tiny", "trainer.max_steps=20", "trainer.batch_size=8", "sample_every=0"),
+    _list("language.autoencoder_overrides", "stage=autoencoder", *TINY_LANGUAGE),
+    _list("language.prior_overrides", "stage=prior", *TINY_LANGUAGE),
+    _list("classifier.overrides", "trainer=cpu-tiny", "trainer.max_steps=10", "trainer.batch_size=8", "resolution=64",
+          "classifier.growth_rate=8", "classifier.block_config=[2,2,2]", "classifier.num_init_features=16"),
     "generate.max_label_sets=3",
     "generate.n=2",
-    "generate.overrides=[vision.scheduler=ddim,vision.steps=4,batch_size=4]",
-    "evaluate.overrides=[]",
+    _list("generate.overrides", "vision.scheduler=ddim", "vision.steps=4", "batch_size=4"),
 ]
 
 

@@ -16,3 +16,13 @@ def run_dir(cfg) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(os.getcwd())
+
+
+def start_run(cfg) -> Path:
+    """Create the run directory and save the resolved config there as ``config.yaml``; returns the directory."""
+    from omegaconf import OmegaConf
+
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return out
