@@ -11,7 +11,7 @@ Rules, in order, for a query label vector ``q``:
 ``exclude`` (the target image itself during training) is never returned. The choice among
 candidates is a seeded hash of ``seed`` (uniform over candidates, the same for the same
 seed). Rules 1 and 2 are dict lookups; rule 3 scans only the distinct positive sets (a few
-thousand at most on MIMIC) once per query set and is memoised. The hot path of
+thousand at most on MIMIC) once per query set; the fallback candidates are memoised per label key. The hot path of
 :meth:`ReferenceIndex.lookup` is a few microseconds (see ``benchmarks/data_index.py``).
 """
 
@@ -58,7 +58,12 @@ def seeded_choice(seed: int, n: int) -> int:
 
 
 class ReferenceIndex:
-    """Hash index from label vectors to candidate reference images (dicom ids)."""
+    """Hash index from label vectors to candidate reference images (dicom ids).
+
+    ``_by_label`` is keyed by the canonical float32 bytes of a label vector (one key per
+    :func:`~cxr_irgen.data.labels.label_key`, but ~20x cheaper to compute), ``_by_positive``
+    by the positive bit mask (:func:`~cxr_irgen.data.labels.positive_key`).
+    """
 
     def __init__(self, dicom_ids: list[str], labels: np.ndarray, image_paths: list[str]):
         if not len(dicom_ids):
@@ -70,11 +75,11 @@ class ReferenceIndex:
         for row, key in enumerate(map(bytes, labels)):
             self._by_label.setdefault(key, []).append(row)
         masks = positive_masks(labels)
-        self._by_positive: dict[int, list[int]] = {}
-        for row, mask in enumerate(masks.tolist()):
-            self._by_positive.setdefault(mask, []).append(row)
-        self._masks = np.array(sorted(self._by_positive), dtype=np.int64)
+        order = np.argsort(masks, kind="stable")
+        self._masks, starts = np.unique(masks[order], return_index=True)
+        self._by_positive: dict[int, np.ndarray] = dict(zip(self._masks.tolist(), np.split(order, starts[1:])))
         self._closest = lru_cache(maxsize=None)(self._closest_rows)
+        self._fallback_rows = lru_cache(maxsize=None)(self._fallback_rows_uncached)
         log.info("reference index: %d images, %d distinct label vectors, %d distinct positive sets", len(self.dicom_ids), len(self._by_label), len(self._masks))
 
     @classmethod
@@ -97,31 +102,28 @@ class ReferenceIndex:
     def lookup(self, labels: np.ndarray, exclude: str | None = None, seed: int = 0) -> str:
         """The dicom id of a reference image for ``labels`` (14,), never ``exclude``; same seed → same choice."""
         try:
-            rows = self._by_label.get(labels.tobytes())  # hot path: a float32 vector with the usual NaN bits
+            key = labels.tobytes()  # hot path: a float32 vector with the usual NaN bits
         except AttributeError:
-            rows = None
+            key = b""
+        rows = self._by_label.get(key)
         if rows is None:
-            labels = canonical_labels(labels)
-            rows = self._by_label.get(labels.tobytes())
+            key = canonical_labels(labels).tobytes()
+            rows = self._by_label.get(key)
         if rows is not None:
-            i = (((seed * _GOLDEN) & _MASK64) >> 32) % len(rows)  # seeded_choice, inlined
+            n = len(rows)
+            i = (((seed * _GOLDEN) & _MASK64) >> 32) % n  # seeded_choice, inlined
             dicom_id = self.dicom_ids[rows[i]]
             if dicom_id != exclude:
                 return dicom_id
-        return self._fallback(labels, exclude, seed, rows)
-
-    def _fallback(self, labels: np.ndarray, exclude: str | None, seed: int, exact: list[int] | None) -> str:
-        """Rules 1 (when the draw hit ``exclude``) to 3 on the slow path."""
-        mask = int(positive_masks(canonical_labels(labels)))
-        for rows in (exact, self._by_positive.get(mask), self._closest(mask)):
+            if n > 1:
+                return self.dicom_ids[rows[(i + 1) % n]]
+        for rows in self._fallback_rows(key):
             choice = self._pick(rows, exclude, seed)
             if choice is not None:
                 return choice
         raise UserError(f"no reference image other than {exclude!r}: the reference index has {len(self)} image(s)")
 
-    def _pick(self, rows: list[int] | None, exclude: str | None, seed: int) -> str | None:
-        if not rows:
-            return None
+    def _pick(self, rows: list[int] | np.ndarray, exclude: str | None, seed: int) -> str | None:
         i = seeded_choice(seed, len(rows))
         dicom_id = self.dicom_ids[rows[i]]
         if dicom_id == exclude:
@@ -130,10 +132,15 @@ class ReferenceIndex:
             dicom_id = self.dicom_ids[rows[(i + 1) % len(rows)]]
         return dicom_id
 
-    def _closest_rows(self, mask: int) -> list[int]:
+    def _fallback_rows_uncached(self, key: bytes) -> tuple[np.ndarray, ...]:
+        """Candidate rows of rules 2 and 3 for a canonical label key (non-empty lists only)."""
+        mask = int(positive_masks(np.frombuffer(key, dtype=np.float32)))
+        return tuple(rows for rows in (self._by_positive.get(mask), self._closest(mask)) if rows is not None and len(rows))
+
+    def _closest_rows(self, mask: int) -> np.ndarray:
         """Rows of every positive set at the smallest nonzero Hamming distance from ``mask`` (memoised)."""
         others = self._masks[self._masks != mask]
         if not len(others):
-            return []
-        distance = np.array([bin(m).count("1") for m in (others ^ mask).tolist()])
-        return [row for m in others[distance == distance.min()].tolist() for row in self._by_positive[m]]
+            return others
+        distance = np.unpackbits((others ^ mask).view(np.uint8)).reshape(len(others), -1).sum(axis=1)
+        return np.concatenate([self._by_positive[m] for m in others[distance == distance.min()].tolist()])
