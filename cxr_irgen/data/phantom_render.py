@@ -230,6 +230,23 @@ class _Chest:
         self.dome_top = {s: self.rest_base[s] - p["dome"] for s in (-1.0, 1.0)}
         self.apex = p["apex"]
 
+    def heart_silhouette(self, c: _Canvas, p: dict) -> np.ndarray:
+        """Cardiac silhouette (H, W): hangs from the mediastinum and is widest just above the left dome.
+
+        At its widest row it spans ``0.64 rx`` to the patient's right and ``1.36 rx`` to the
+        left of the midline (width ``2 rx``); the right border (right atrium) is rounded, the
+        left border slopes down to the apex; below the widest row it rounds off under the domes.
+        """
+        widest = self.dome_top[1.0] - 0.04
+        t = np.clip((widest - c.v) / p["heart_height"], 0.0, 1.0)
+        below = np.clip((c.v - widest) / 0.1, 0.0, 1.0)
+        taper = np.sqrt(1.0 - below * below)
+        neck = p["mediastinum"]
+        right = neck + (0.64 * self.heart_rx - neck) * np.sqrt(1.0 - t * t)
+        left = neck + (1.36 * self.heart_rx - neck) * (1.0 - t ** 1.8) ** 0.8
+        inside = np.minimum(c.u - 0.5 + right * taper, 0.5 + left * taper - c.u)
+        return c.soft(np.minimum(inside, widest + 0.1 - c.v), 0.008) * c.soft(c.v - widest + p["heart_height"] + 0.02, 0.02)
+
     def point(self, s: float, across: float, down: float) -> tuple[float, float]:
         """A point in lung ``s``: ``across`` 0 medial .. 1 lateral, ``down`` 0 apex .. 1 dome top."""
         u = 0.5 + s * (0.075 + across * (2 * self.width - 0.05))
@@ -248,9 +265,7 @@ def _draw_frontal(c: _Canvas, p: dict, st: dict[str, float], rng: np.random.Gene
     if p["breast"]:
         A += p["breast"] * (c.gaussian(0.5 - 0.22, 0.82, 0.11, 0.07) + c.gaussian(0.5 + 0.22, 0.82, 0.11, 0.07))
     # heart and aortic knob hide the lung air behind them
-    heart = c.ellipse(0.5 + 0.36 * g.heart_rx, g.dome_top[1.0] - 0.03,
-                      g.heart_rx, p["heart_height"], angle_deg=-p["heart_tilt"], edge=0.008)
-    g.heart = heart
+    heart = g.heart = g.heart_silhouette(c, p)
     knob = c.ellipse(0.5 + p["mediastinum"] + 0.01 + st["Enlarged Cardiomediastinum"] * p["mediastinum_widening"], 0.29, 0.03, 0.028)
     wall = np.minimum(np.maximum(g.wall[-1.0], g.wall[1.0]), np.maximum(g.dome[-1.0], g.dome[1.0]))
     depth = np.clip(wall / 0.05, 0.0, 1.0)
@@ -386,10 +401,12 @@ def _draw_lateral(c: _Canvas, p: dict, st: dict[str, float], rng: np.random.Gene
         c.polyline([(0.12 + dx, -0.05), (0.42 + dx, 0.25)], 0.018, 0.1)
     base = p["base"] + 0.03
     dome = base - 0.1 * np.clip(1.0 - ((u - 0.42) / 0.38) ** 2, 0.0, None) + 0.08 * np.clip(u - 0.45, 0.0, None)
-    field = c.ellipse(0.52, 0.52, 0.3, 0.44, edge=0.03) * c.soft(dome - v, 0.01)
+    t = np.clip((0.45 - v) / (0.45 - p["apex"]), 0.0, 1.0)
+    half = 0.3 * np.sqrt(1.0 - t * t) * (1.0 + 0.1 * np.clip(v - 0.45, 0.0, None))
+    field = c.soft(np.minimum(half - np.abs(u - 0.52), dome - v), 0.012) * c.soft(v - p["apex"], 0.01)
     ratio = p["heart_ratio"] + st["Cardiomegaly"] * (p["cardiomegaly_ratio"] - p["heart_ratio"])
-    heart_r = 0.27 * ratio
-    heart = c.ellipse(0.28 + 0.6 * heart_r, base - 0.06 - 0.6 * heart_r, 1.15 * heart_r, heart_r + 0.05, angle_deg=-40, edge=0.012)
+    heart_r = 0.36 * ratio
+    heart = c.ellipse(0.22 + 0.9 * heart_r, base - 0.05 - 0.6 * heart_r, 1.05 * heart_r, 0.8 * heart_r + 0.03, angle_deg=-40, edge=0.012)
     hilum = c.gaussian(0.55, 0.45, 0.05, 0.06)
     A -= AIR * field * (1.0 - 0.85 * heart) * (1.0 - 0.3 * hilum)
     spine = c.soft(0.05 - np.abs(u - 0.8 - 0.06 * (v - 0.5)), 0.008) * c.soft(v - 0.08)

@@ -4,14 +4,14 @@ They work on frontal (PA/AP) chest images of any size down to 32x32, as (H, W) a
 (1, H, W) / (1, 1, H, W) tensors in [0, 1], bright = dense, and are used to check that
 generated images show the signs their labels ask for:
 
-- :func:`heart_width_ratio`: cardiothoracic ratio (Cardiomegaly).
-- :func:`costophrenic_blunting`: filling of the lower lateral lung corners (Pleural Effusion).
+- :func:`heart_width_ratio`: heart width over chest width (Cardiomegaly).
+- :func:`costophrenic_blunting`: lateral lung base raised above the mid-lung base (Pleural Effusion).
 - :func:`lung_brightness`: mean brightness of the lung fields (opacities, edema).
 
-Each reads the image as a row-by-row profile: a threshold halfway between the dark lung
-level and the bright mediastinum level splits every row into lung and non-lung runs; the
-heart is the bright run around the midline in the lower chest, the thorax spans the
-outermost lung edges.
+Each reads a smoothed image row by row: a threshold halfway between the dark lung level
+and the bright heart level splits a row into lung and tissue; the heart is the bright run
+around the midline just above the right hemidiaphragm, the chest spans the body's outer
+edges (more robust than the lung edges at 32 px).
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-HEART_ROWS = (0.52, 0.7)     # fraction of the image height where the heart lies (mediastinum level estimate)
-HEART_SPAN = 0.12            # the heart's widest part: this fraction of the height above the higher dome
-THORAX_ROWS = (0.3, 0.76)
+HEART_ROWS = (0.52, 0.7)     # image-height fractions where the heart lies (its brightness; fallback band end)
+HEART_SPAN = (0.12, 0.03)    # rows searched for the heart's widest part: this far above / below the right dome
+THORAX_ROWS = (0.3, 0.76)    # rows where the chest width is measured
 UPPER_ROWS = (0.28, 0.45)    # upper mediastinum, above the heart
-CORNER_ROWS = (0.64, 0.8)    # costophrenic angles
 
 
 def _as_image(image) -> np.ndarray:
@@ -74,7 +73,9 @@ class _Profile:
         if row[mid] < self.threshold:
             return None
         body = np.flatnonzero(row > self.body_threshold)
-        first, last = int(body[0]), int(body[-1])  # the midline is bright, so body is not empty
+        if len(body) == 0:
+            return None
+        first, last = int(body[0]), int(body[-1])
         edges = [
             self._crossing(row, first, first - 1, self.body_threshold) if first > 0 else -0.5, float("nan"), float("nan"),
             self._crossing(row, last, last + 1, self.body_threshold) if last < self.w - 1 else self.w - 0.5,
@@ -119,16 +120,16 @@ class _Profile:
 
 
 def heart_width_ratio(image) -> float:
-    """Cardiothoracic ratio of a frontal image: heart width / thorax width (about 0.4-0.5 normal, > 0.55 enlarged).
+    """Heart width over chest width of a frontal image (phantoms: about 0.36-0.47 normal, 0.5-0.7 with cardiomegaly).
 
     The heart width is the 75th percentile of the bright run around the midline over the rows
-    just above the higher hemidiaphragm (where the heart is widest); the thorax width is the
-    90th percentile of the lung-to-lung span.
-    NaN when no lungs are found.
+    around the top of the right hemidiaphragm (where the heart is widest; a side without
+    aerated lung counts up to the body edge); the chest width is the 90th percentile of the
+    body's outer width over the chest rows. NaN when no chest is found.
     """
     profile = _Profile(image)
     dome = profile.dome_row() / profile.h
-    band = (max(0.4, dome - HEART_SPAN), max(0.4 + 1.0 / profile.h, dome))
+    band = (max(0.4, dome - HEART_SPAN[0]), max(0.4 + 1.0 / profile.h, dome + HEART_SPAN[1]))
     hearts = [
         (right if right == right else outer_right) - (left if left == left else outer_left)
         for outer_left, left, right, outer_right in profile.rows(band)
