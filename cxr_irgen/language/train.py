@@ -89,6 +89,13 @@ def stage1_reports(cfg: DictConfig) -> dict[str, list[str]]:
     return {"train": train_texts, "heldout": heldout}
 
 
+def loss_summary(losses: list[float], window: int = 10) -> dict:
+    """Mean training loss over the first and the last ``window`` steps this process ran (empty when it ran none)."""
+    if not losses:
+        return {}
+    return {"train_loss_first": float(np.mean(losses[:window])), "train_loss_last": float(np.mean(losses[-window:]))}
+
+
 def _write_metrics(out: Path, metrics: dict) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("metrics: %s", metrics)
@@ -112,14 +119,14 @@ def train_autoencoder(cfg: DictConfig) -> Path:
     if cfg.trainer.gradient_checkpointing:
         model.bart.gradient_checkpointing_enable()
 
-    train(
+    result = train(
         accelerator, model, ReportTextDataset(reports["train"]), lambda m, batch: m(**batch),
         cfg.trainer, out, int(cfg.seed), collate_fn=model.tokenize,
     )
     model = accelerator.unwrap_model(model).eval()
     if accelerator.is_main_process:
         model.save_pretrained(out / "autoencoder")
-        metrics = {"stage": "autoencoder", "text": str(cfg.text), "data": str(cfg.data.name), "train_reports": len(reports["train"])}
+        metrics = {"stage": "autoencoder", "text": str(cfg.text), "data": str(cfg.data.name), "train_reports": len(reports["train"]), **loss_summary(result.losses)}
         metrics.update(evaluate_reconstruction(model, reports["heldout"], cfg.evaluation, out))
         _write_metrics(out, metrics)
     return out
@@ -196,7 +203,7 @@ def train_prior(cfg: DictConfig) -> Path:
 
     prior = build_prior(cfg.prior, representation.input_shape, autoencoder.embedding_dim)
     loss_kind, cos_weight = str(cfg.prior.loss), float(cfg.prior.cos_weight)
-    train(
+    result = train(
         accelerator, prior, TensorDataset(inputs, targets), lambda m, b: prior_loss(m(b[0]), b[1], loss_kind, cos_weight),
         cfg.trainer, out, int(cfg.seed),
     )
@@ -204,7 +211,7 @@ def train_prior(cfg: DictConfig) -> Path:
     if accelerator.is_main_process:
         prior.save_pretrained(out / "prior")
         write_generator_config(out / "prior", Path(cfg.autoencoder), cfg.prior)
-        metrics = {"stage": "prior", "text": str(cfg.text), "data": str(cfg.data.name), "input": str(cfg.prior.input), "loss": loss_kind, "train_pairs": len(targets)}
+        metrics = {"stage": "prior", "text": str(cfg.text), "data": str(cfg.data.name), "input": str(cfg.prior.input), "loss": loss_kind, "train_pairs": len(targets), **loss_summary(result.losses)}
         validate = language_stage2(table, "validate")
         if int(cfg.evaluation.max_reports) and len(validate):
             pairs = ImageReportDataset(validate, sections, size, str(cfg.text), skip_bad)
