@@ -105,3 +105,11 @@ def test_vision_batches_collate(index):
     batch = next(iter(DataLoader(dataset, batch_size=4, collate_fn=collate)))
     assert batch["pixel_values"].shape == batch["reference_pixels"].shape == (4, 1, 8, 8)
     assert batch["labels"].shape == (4, 14) and len(batch["prompt"]) == 4 and isinstance(batch["dicom_id"], list)
+
+
+def test_datasets_pickle_for_spawned_workers(index):
+    import pickle
+
+    dataset = VisionDataset(vision_train(index), 8, ReferenceIndex.from_index(index), seed=5)
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert [copy[i]["reference_id"] for i in range(len(copy))] == [dataset[i]["reference_id"] for i in range(len(dataset))]

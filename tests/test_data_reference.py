@@ -97,10 +97,20 @@ def test_empty_train_split_is_a_user_error():
         ReferenceIndex.from_index(table)
 
 
-def test_closest_set_search_is_memoised(reference):
+def test_closest_set_search_is_memoised(reference, monkeypatch):
+    from cxr_irgen.data import reference as reference_module
+
     labels = parse_labels("Pleural Effusion=1, Pneumothorax=1")
-    for seed in range(100):
-        reference.lookup(labels, seed=seed)
-    assert reference._closest.cache_info().misses == 1
-    info = reference._fallback_rows.cache_info()
-    assert (info.misses, info.hits) == (1, 99)
+    calls = []
+    monkeypatch.setattr(reference_module, "positive_masks", lambda x: calls.append(1) or np.sum((x == 1) * (1 << np.arange(14))))
+    choices = [reference.lookup(labels, seed=seed) for seed in range(100)]
+    assert len(calls) == 1 and len(reference._closest_memo) == 1 and set(choices) == {"effusion", "three"}
+
+
+def test_pickles_for_dataloader_workers(reference):
+    import pickle
+
+    labels = parse_labels("Pleural Effusion=1, Pneumothorax=1")
+    before = [reference.lookup(labels, seed=s) for s in range(20)]
+    copy = pickle.loads(pickle.dumps(reference))
+    assert [copy.lookup(labels, seed=s) for s in range(20)] == before

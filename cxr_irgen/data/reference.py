@@ -18,7 +18,6 @@ thousand at most on MIMIC) once per query set; the fallback candidates are memoi
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -78,8 +77,8 @@ class ReferenceIndex:
         order = np.argsort(masks, kind="stable")
         self._masks, starts = np.unique(masks[order], return_index=True)
         self._by_positive: dict[int, np.ndarray] = dict(zip(self._masks.tolist(), np.split(order, starts[1:])))
-        self._closest = lru_cache(maxsize=None)(self._closest_rows)
-        self._fallback_rows = lru_cache(maxsize=None)(self._fallback_rows_uncached)
+        self._fallback_memo: dict[bytes, tuple[np.ndarray, ...]] = {}
+        self._closest_memo: dict[int, np.ndarray] = {}
         log.info("reference index: %d images, %d distinct label vectors, %d distinct positive sets", len(self.dicom_ids), len(self._by_label), len(self._masks))
 
     @classmethod
@@ -132,15 +131,22 @@ class ReferenceIndex:
             dicom_id = self.dicom_ids[rows[(i + 1) % len(rows)]]
         return dicom_id
 
-    def _fallback_rows_uncached(self, key: bytes) -> tuple[np.ndarray, ...]:
-        """Candidate rows of rules 2 and 3 for a canonical label key (non-empty lists only)."""
-        mask = int(positive_masks(np.frombuffer(key, dtype=np.float32)))
-        return tuple(rows for rows in (self._by_positive.get(mask), self._closest(mask)) if rows is not None and len(rows))
+    def _fallback_rows(self, key: bytes) -> tuple[np.ndarray, ...]:
+        """Candidate rows of rules 2 and 3 for a canonical label key (non-empty arrays only; memoised)."""
+        rows = self._fallback_memo.get(key)
+        if rows is None:
+            mask = int(positive_masks(np.frombuffer(key, dtype=np.float32)))
+            rows = tuple(r for r in (self._by_positive.get(mask), self._closest(mask)) if r is not None and len(r))
+            self._fallback_memo[key] = rows
+        return rows
 
-    def _closest_rows(self, mask: int) -> np.ndarray:
+    def _closest(self, mask: int) -> np.ndarray:
         """Rows of every positive set at the smallest nonzero Hamming distance from ``mask`` (memoised)."""
-        others = self._masks[self._masks != mask]
-        if not len(others):
-            return others
-        distance = np.unpackbits((others ^ mask).view(np.uint8)).reshape(len(others), -1).sum(axis=1)
-        return np.concatenate([self._by_positive[m] for m in others[distance == distance.min()].tolist()])
+        if mask not in self._closest_memo:
+            others = self._masks[self._masks != mask]
+            rows = others
+            if len(others):
+                distance = np.unpackbits((others ^ mask).view(np.uint8)).reshape(len(others), -1).sum(axis=1)
+                rows = np.concatenate([self._by_positive[m] for m in others[distance == distance.min()].tolist()])
+            self._closest_memo[mask] = rows
+        return self._closest_memo[mask]
