@@ -9,10 +9,11 @@ Rules, in order, for a query label vector ``q``:
    masks, all tied sets pooled.
 
 ``exclude`` (the target image itself during training) is never returned. The choice among
-candidates is a seeded hash of ``seed`` (uniform over candidates, the same for the same
-seed). Rules 1 and 2 are dict lookups; rule 3 scans only the distinct positive sets (a few
-thousand at most on MIMIC) once per query set; the fallback candidates are memoised per label key. The hot path of
-:meth:`ReferenceIndex.lookup` is a few microseconds (see ``benchmarks/data_index.py``).
+candidates is a hash of ``seed`` (spread over the candidates, the same for the same seed;
+when it hits ``exclude`` the next candidate is taken). Rules 1 and 2 are dict lookups;
+rule 3 scans only the distinct positive sets (about a thousand on MIMIC) once per query
+set; fallback candidates are memoised per label key (plain dicts, so the index pickles for
+DataLoader workers). A lookup costs about 1-5 µs (see ``benchmarks/data_index.py``).
 """
 
 from __future__ import annotations
