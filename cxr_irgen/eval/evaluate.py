@@ -1,7 +1,305 @@
-"""Placeholder until its issue lands."""
+"""`cxr-irgen evaluate`: score generated images and reports against the real reference data.
 
+Computes what applies to the inputs (``eval.metrics`` lists what may run):
+
+===========  ==============================================  ====================================
+metric       needs                                           against
+===========  ==============================================  ====================================
+fid          generated images                                ``eval.real.n`` real images (seeded)
+psnr_ssim    generated images with labels                    a real image with the same labels
+diversity    ≥ 2 generated images with the same labels       each other (MS-SSIM)
+auroc        images with labels + ``eval.auroc.classifier``  the same protocol on real images
+text         generated reports with a reference              BLEU / ROUGE-L / CIDEr-D / METEOR
+chexpert_f1  generated reports with a reference              labels of the reference reports
+guards       generated reports                               training reports (near copies)
+===========  ==============================================  ====================================
+
+Reports that come with conditioning labels are also labelled and compared with them
+(``report_label_agreement``). Real data: split ``eval.real.split`` (``test``), views
+``eval.real.views`` of ``data``. Image work is batched and sharded across processes
+under ``accelerate launch`` (each rank takes every world-th item; per-item results are
+gathered before any metric is computed); text metrics run on the main process. Writes
+``metrics.json``, ``tables.md`` and ``table1.csv`` … ``table5.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxr_irgen.data.labels import CHEXPERT_LABELS, label_key, labels_from_row
 from cxr_irgen.errors import UserError
+
+log = logging.getLogger(__name__)
+
+METRICS = ("fid", "psnr_ssim", "diversity", "auroc", "text", "chexpert_f1", "guards")
+
+
+def shard_map(fn: Callable[[list[int]], Sequence], n_items: int, batch_size: int, desc: str, state) -> list:
+    """``fn`` over item indices in batches, this rank taking every world-th item; results of all ranks in item order."""
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    mine = list(range(state.process_index, n_items, state.num_processes))
+    results: dict[int, object] = {}
+    with tqdm(total=len(mine), desc=desc, disable=not state.is_main_process, dynamic_ncols=True) as bar:
+        for start in range(0, len(mine), batch_size):
+            batch = mine[start:start + batch_size]
+            results.update(zip(batch, fn(batch)))
+            bar.update(len(batch))
+    if state.num_processes > 1:
+        merged: dict[int, object] = {}
+        for part in gather_object([results]):
+            merged.update(part)
+        results = merged
+    return [results[i] for i in range(n_items)]
+
+
+class ImageSource:
+    """Reads the images of a list of paths at one resolution: (B, 1, S, S) in [0, 1]."""
+
+    def __init__(self, paths: Sequence[str], resolution: int):
+        self.paths, self.resolution = list(paths), resolution
+
+    def load(self, indices: Sequence[int]) -> torch.Tensor:
+        from cxr_irgen.data.imageio import read_image
+
+        return torch.stack([read_image(self.paths[i], self.resolution) for i in indices])
+
+
+def _labels_matrix(table: pd.DataFrame) -> np.ndarray:
+    return np.stack([labels_from_row(r) for r in table[list(CHEXPERT_LABELS)].to_dict("records")]) if len(table) else np.zeros((0, 14), np.float32)
+
+
+def _real_table(cfg) -> pd.DataFrame:
+    from cxr_irgen.data.adapters import load_table
+
+    table = load_table(cfg.data)
+    views = [str(v) for v in cfg.eval.real.views]
+    chosen = table[(table["split"] == str(cfg.eval.real.split)) & table["view"].isin(views) & (table["image_path"].fillna("") != "")]
+    if chosen.empty:
+        raise UserError(f"no real {'/'.join(views)} images in split {cfg.eval.real.split!r} of data={cfg.data.name} (root {cfg.data.get('root')}); set eval.real.views / eval.real.split")
+    return chosen.reset_index(drop=True)
+
+
+def _fid(cfg, gen: ImageSource, real: ImageSource, state, feature_module=None) -> dict:
+    from cxr_irgen.eval.features import XRVFeatures, build_feature_extractor
+    from cxr_irgen.eval.image_metrics import fid_from_features
+
+    fid_cfg = cfg.eval.fid
+    if str(fid_cfg.features) == "classifier":
+        from cxr_irgen.eval.classifier import Classifier
+
+        clf = Classifier.from_run_dir(fid_cfg.classifier)
+        extractor = XRVFeatures(model=clf.model, resolution=clf.resolution)
+        extractor.name = f"{clf.name} features2 ({clf.resolution}px)"
+    else:
+        extractor = build_feature_extractor(fid_cfg, cfg.eval.get("xrv_weights"), feature_module)
+    extractor = extractor.to(state.device).eval()
+
+    def features(source: ImageSource):
+        return lambda idx: list(extractor(source.load(idx).to(state.device)).double().cpu().numpy())
+
+    batch = int(cfg.eval.batch_size)
+    gen_features = np.stack(shard_map(features(gen), len(gen.paths), batch, "fid: generated features", state))
+    real_features = np.stack(shard_map(features(real), len(real.paths), batch, "fid: real features", state))
+    return {"value": fid_from_features(gen_features, real_features), "feature_extractor": extractor.name,
+            "n_generated": len(gen_features), "n_real": len(real_features), "resolution": gen.resolution}
+
+
+def _psnr_ssim(cfg, gen: ImageSource, gen_keys: list[str], real: ImageSource, real_keys: list[str], state) -> dict | None:
+    from cxr_irgen.eval.image_metrics import pair_by_label, psnr, ssim
+
+    pairs = pair_by_label(gen_keys, real_keys, int(cfg.eval.seed))
+    if not pairs:
+        return None
+
+    def score(idx):
+        a, b = gen.load([pairs[i][0] for i in idx]), real.load([pairs[i][1] for i in idx])
+        return list(zip(psnr(a, b).tolist(), ssim(a, b).tolist()))
+
+    values = np.array(shard_map(score, len(pairs), int(cfg.eval.batch_size), "psnr/ssim", state))
+    return {"psnr": float(values[:, 0].mean()), "ssim": float(values[:, 1].mean()), "n_pairs": len(pairs), "n_unpaired": len(gen_keys) - len(pairs),
+            "pairing": "same full label vector; real partner drawn at random (eval.seed)", "resolution": gen.resolution}
+
+
+def _diversity(cfg, gen: ImageSource, gen_keys: list[str], state) -> dict | None:
+    from cxr_irgen.eval.image_metrics import ms_ssim, ms_ssim_scales, within_label_pairs
+
+    pairs = within_label_pairs(gen_keys, int(cfg.eval.diversity.max_pairs_per_label), int(cfg.eval.seed))
+    if not pairs:
+        return None
+
+    def score(idx):
+        return ms_ssim(gen.load([pairs[i][0] for i in idx]), gen.load([pairs[i][1] for i in idx])).tolist()
+
+    values = shard_map(score, len(pairs), int(cfg.eval.batch_size), "ms-ssim diversity", state)
+    return {"ms_ssim_within_label": float(np.mean(values)), "n_pairs": len(pairs), "n_labels": len({gen_keys[i] for i, _ in pairs}),
+            "scales": ms_ssim_scales(gen.resolution), "resolution": gen.resolution}
+
+
+def _auroc_block(classifier, source: ImageSource, labels: np.ndarray, cfg, state, desc: str) -> dict:
+    from cxr_irgen.eval.auroc import needed_indices, protocol_auroc, protocol_groups
+
+    groups = protocol_groups(labels, list(cfg.eval.auroc.pathologies), int(cfg.eval.auroc.n), int(cfg.eval.seed))
+    indices = needed_indices(groups)
+    logits = shard_map(lambda idx: list(classifier.logits(source.load([int(indices[i]) for i in idx])).numpy()),
+                       len(indices), int(cfg.eval.batch_size), desc, state)
+    return protocol_auroc(dict(zip(indices.tolist(), logits)), groups, classifier.pathologies)
+
+
+def _auroc(cfg, gen: ImageSource, gen_labels: np.ndarray, real_all: pd.DataFrame | None, state) -> dict:
+    from cxr_irgen.eval.classifier import load_classifier
+
+    classifier = load_classifier(str(cfg.eval.auroc.classifier), cfg.eval.get("xrv_weights"))
+    classifier.model.to(state.device)
+    out = {"classifier": classifier.name, "n": int(cfg.eval.auroc.n), "resolution": classifier.resolution,
+           "generated": _auroc_block(classifier, gen, gen_labels, cfg, state, "auroc: generated")}
+    if cfg.eval.auroc.real and real_all is not None:
+        real = ImageSource(real_all["image_path"].tolist(), classifier.resolution)
+        out["real"] = _auroc_block(classifier, real, _labels_matrix(real_all), cfg, state, "auroc: real")
+    return out
+
+
+def _reference_texts(cfg, reports: pd.DataFrame, real_index: pd.DataFrame | None) -> pd.Series:
+    """The reference report of each generated report: given, or the real study's sections (by study_id or image path)."""
+    section = str(cfg.eval.text.reference_section)
+    if section not in ("findings", "impression", "findings+impression"):
+        raise UserError(f"eval.text.reference_section={section!r}: use findings, impression or findings+impression")
+    references = reports["reference"].copy()
+    missing = references.isna()
+    if missing.any() and real_index is not None:
+        from cxr_irgen.data.adapters import load_sections
+
+        study_of_image = dict(zip(real_index["image_path"].map(lambda p: str(Path(p).resolve()) if p else ""), real_index["study_id"]))
+        studies = reports["study_id"].where(reports["study_id"].notna(), reports["image"].map(study_of_image))
+        sections = load_sections(real_index[real_index["study_id"].isin(set(studies.dropna()))], cfg.data).set_index("study_id")
+        text = {
+            "findings": sections["findings"], "impression": sections["impression"],
+            "findings+impression": (sections["findings"].fillna("") + " " + sections["impression"].fillna("")).str.strip(),
+        }[section]
+        looked_up = studies.map(text)
+        references = references.where(~missing, looked_up)
+    return references.where(references.fillna("").str.strip() != "")
+
+
+def _text_metrics(cfg, reports: pd.DataFrame, real_index: pd.DataFrame | None, results: dict) -> None:
+    from cxr_irgen.eval.chexpert_f1 import chexpert_f1
+    from cxr_irgen.eval.labeler import label_reports, labeler_kwargs, labeler_name
+    from cxr_irgen.eval.text_metrics import text_metrics
+
+    wanted = set(cfg.eval.metrics)
+    labeler = labeler_kwargs(cfg.labeler)
+    n_boot, seed = int(cfg.eval.chexpert_f1.n_bootstrap), int(cfg.eval.seed)
+    conditioned = reports[reports["labels"].notna()]
+    if len(conditioned) and "chexpert_f1" in wanted:
+        own = label_reports(conditioned["report"].tolist(), **labeler)
+        results["report_label_agreement"] = {"labeler": labeler_name(cfg.labeler), **chexpert_f1(own, np.stack(conditioned["labels"].tolist()), n_bootstrap=n_boot, seed=seed)}
+    references = _reference_texts(cfg, reports, real_index) if wanted & {"text", "chexpert_f1"} else None
+    scored = reports[references.notna()] if references is not None else reports.iloc[:0]
+    if len(scored):
+        hyps, refs = scored["report"].tolist(), references[references.notna()].tolist()
+        if "text" in wanted:
+            meteor = str(cfg.eval.text.meteor)
+            with_meteor = meteor == "true" or (meteor == "auto" and shutil.which("java") is not None)
+            results["text"] = {**text_metrics(hyps, refs, with_meteor=with_meteor), "reference_section": str(cfg.eval.text.reference_section)}
+        if "chexpert_f1" in wanted:
+            generated_labels, reference_labels = label_reports(hyps, **labeler), label_reports(refs, **labeler)
+            results["chexpert_f1"] = {"labeler": labeler_name(cfg.labeler), **chexpert_f1(generated_labels, reference_labels, n_bootstrap=n_boot, seed=seed)}
+    elif wanted & {"text", "chexpert_f1"}:
+        results["skipped"]["text"] = "no generated report has a reference (give generated_reports=CSV with a reference column, or reports of real test images)"
+    if "guards" in wanted:
+        from cxr_irgen.eval.report_guards import report_guards
+
+        training = _training_reports(cfg) if cfg.eval.guards.training_reports else None
+        results["guards"] = report_guards(reports["report"].tolist(), training, float(cfg.eval.guards.threshold))
+
+
+def _training_reports(cfg) -> list[str] | None:
+    from cxr_irgen.data.adapters import load_sections, load_table
+
+    table = load_table(cfg.data)
+    train = table[table["split"] == "train"]
+    if train.empty:
+        return None
+    sections = load_sections(train, cfg.data)
+    texts = pd.concat([sections["findings"], sections["impression"], (sections["findings"].fillna("") + " " + sections["impression"].fillna("")).str.strip()])
+    return [t for t in texts.dropna().tolist() if t.strip()]
+
+
+def evaluate(cfg, feature_module: torch.nn.Module | None = None) -> dict:
+    """Every applicable metric of ``cfg.generated`` / ``cfg.generated_reports`` as one dict (same on every rank)."""
+    from accelerate import PartialState
+
+    from cxr_irgen.data.imageio import read_image
+    from cxr_irgen.eval.generated import load_generated
+
+    state = PartialState()
+    wanted = set(cfg.eval.metrics)
+    unknown = wanted - set(METRICS)
+    if unknown:
+        raise UserError(f"eval.metrics: unknown {sorted(unknown)}; choose from {', '.join(METRICS)}")
+    generated = load_generated(cfg.generated, cfg.get("generated_reports"), str(cfg.eval.text.report_column), str(cfg.eval.text.reference_column))
+    images = generated[generated["image"] != ""].reset_index(drop=True)
+    reports = generated[generated["report"].notna()].reset_index(drop=True)
+    results: dict = {"model": str(cfg.model_name), "skipped": {},
+                     "generated": {"source": str(cfg.generated), "n_images": len(images), "n_reports": len(reports)}}
+    needs_real = len(images) and wanted & {"fid", "psnr_ssim", "auroc"} or len(reports)
+    real_all = _real_table(cfg) if needs_real else None
+    if real_all is not None:
+        results["real"] = {"data": str(cfg.data.name), "root": str(cfg.data.get("root")), "split": str(cfg.eval.real.split),
+                           "views": [str(v) for v in cfg.eval.real.views], "n_available": len(real_all)}
+    if len(images):
+        resolution = int(cfg.eval.resolution or read_image(images["image"].iloc[0]).shape[-1])
+        gen = ImageSource(images["image"].tolist(), resolution)
+        labelled = images["labels"].notna().to_numpy()
+        gen_labels = np.stack([l if l is not None else np.full(14, np.nan, np.float32) for l in images["labels"]])
+        gen_keys = [label_key(l) if ok else f"unlabelled-{i}" for i, (l, ok) in enumerate(zip(gen_labels, labelled))]
+        rng = np.random.default_rng(int(cfg.eval.seed))
+        n_real = min(int(cfg.eval.real.n), len(real_all))
+        real_pick = real_all.iloc[np.sort(rng.choice(len(real_all), n_real, replace=False))].reset_index(drop=True)
+        real = ImageSource(real_pick["image_path"].tolist(), resolution)
+        real_keys = [label_key(l) for l in _labels_matrix(real_pick)]
+        results["real"]["n_selected"] = n_real
+        if "fid" in wanted:
+            results["fid"] = _fid(cfg, gen, real, state, feature_module)
+        if "psnr_ssim" in wanted:
+            results["psnr_ssim"] = _psnr_ssim(cfg, gen, gen_keys, real, real_keys, state) or results["skipped"].setdefault("psnr_ssim", "no generated label vector occurs among the real images")
+        if "diversity" in wanted:
+            results["diversity"] = _diversity(cfg, gen, gen_keys, state) or results["skipped"].setdefault("diversity", "no two generated images share a label vector")
+        if "auroc" in wanted:
+            if cfg.eval.auroc.classifier:
+                results["auroc"] = _auroc(cfg, gen, gen_labels, real_all, state)
+            else:
+                results["skipped"]["auroc"] = "set eval.auroc.classifier=xrv (with eval.xrv_weights) or a train-classifier run dir"
+    for key in ("psnr_ssim", "diversity"):
+        if isinstance(results.get(key), str):
+            results.pop(key)
+    if len(reports) and state.is_main_process:
+        _text_metrics(cfg, reports, real_all, results)
+    return results
 
 
 def run(cfg) -> None:
-    raise UserError("evaluate is not available yet in this version of cxr-irgen")
+    """`cxr-irgen evaluate generated=DIR [generated_reports=CSV] data=phantom data.root=...`."""
+    from accelerate import PartialState
+
+    from cxr_irgen.eval.tables import write_tables
+    from cxr_irgen.utils.rundir import run_dir
+
+    results = evaluate(cfg)
+    if not PartialState().is_main_process:
+        return
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(results, indent=1, default=float))
+    tables = write_tables(results, out)
+    print(tables.read_text())
+    print(f"metrics: {out / 'metrics.json'}")

@@ -1,0 +1,122 @@
+"""Markdown + CSV tables of ``metrics.json``, laid out like the paper's tables.
+
+- Table 1 (image quality): FID, PSNR, SSIM per model; here also MS-SSIM diversity.
+- Table 2 (classifier AUROC): per pathology and mean, for the generated images and for
+  real test images.
+- Table 3 (report quality): BLEU-1..4, ROUGE-L (both variants), CIDEr-D, METEOR, CheXpert F1.
+- Table 4: CheXpert F1 in detail: each uncertain mapping × averaging × label set with 95% CIs.
+- Table 5: report guards (distinct share, training-copy share) and agreement of the
+  generated reports' labels with their conditioning labels.
+
+Column headers name the variant (feature extractor, N, resolution, classifier, labeler,
+uncertain mapping, averaging). Missing values are "—".
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+DASH = "—"
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _get(metrics: dict, *keys):
+    for key in keys:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def table1(metrics: dict) -> tuple[str, list[str], list[list]]:
+    fid, pairs, div = metrics.get("fid") or {}, metrics.get("psnr_ssim") or {}, metrics.get("diversity") or {}
+    caption = "Table 1: image quality."
+    header = [
+        "Model",
+        f"FID ({fid.get('feature_extractor', DASH)}; N gen={fid.get('n_generated', DASH)}, N real={fid.get('n_real', DASH)}, {fid.get('resolution', DASH)} px)",
+        f"PSNR (label-paired, n={pairs.get('n_pairs', DASH)})",
+        "SSIM (gauss 11, σ 1.5, range 1)",
+        f"MS-SSIM within label ({div.get('scales', DASH)} scales; lower = more diverse)",
+    ]
+    rows = [[metrics["model"], fid.get("value"), pairs.get("psnr"), pairs.get("ssim"), div.get("ms_ssim_within_label")]]
+    return caption, header, rows
+
+
+def table2(metrics: dict) -> tuple[str, list[str], list[list]]:
+    auroc = metrics.get("auroc") or {}
+    pathologies = list((_get(auroc, "generated", "per_pathology") or _get(auroc, "real", "per_pathology") or {}).keys())
+    caption = f"Table 2: AUROC, classifier {auroc.get('classifier', DASH)}; up to N={auroc.get('n', DASH)} positives vs N No Finding per pathology."
+    header = ["Images", *pathologies, "Mean"]
+    rows = []
+    for source, label in (("generated", metrics["model"]), ("real", "real test images")):
+        block = auroc.get(source)
+        if block:
+            rows.append([label, *[block["per_pathology"][p]["auroc"] for p in pathologies], block["mean"]])
+    return caption, header, rows
+
+
+def table3(metrics: dict) -> tuple[str, list[str], list[list]]:
+    text, f1 = metrics.get("text") or {}, metrics.get("chexpert_f1") or {}
+    caption = (f"Table 3: report quality vs {text.get('reference_section', DASH)} references "
+               f"(n={text.get('n_reports', DASH)}; tokenizer {text.get('tokenizer', DASH)}); CheXpert F1 labeler {f1.get('labeler', DASH)}.")
+    header = ["Model", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L (coco, β=1.2)", "ROUGE-L (rouge_score F, stemmed)", "CIDEr-D", "METEOR",
+              "CheXpert F1 (micro, 14, positive only)", "CheXpert F1 (micro, 14, uncertain=positive)", "CheXpert F1 (macro, top 5, positive only)"]
+    rows = [[metrics["model"], *[text.get(f"bleu{k}") for k in range(1, 5)], text.get("rougeL_coco"), text.get("rougeL_f_stem"), text.get("cider_d"), text.get("meteor"),
+             _get(f1, "positive_only", "micro_14", "value"), _get(f1, "uncertain_as_positive", "micro_14", "value"), _get(f1, "positive_only", "macro_top5", "value")]]
+    return caption, header, rows
+
+
+def _f1_rows(name: str, block: dict | None) -> list[list]:
+    rows = []
+    for mapping in ("positive_only", "uncertain_as_positive"):
+        for key in ("micro_14", "macro_14", "micro_top5", "macro_top5"):
+            entry = _get(block, mapping, key)
+            if entry:
+                averaging, subset = key.split("_")
+                ci = entry["ci95"]
+                rows.append([name, mapping, averaging, subset, entry["value"], _fmt(ci[0]) + " – " + _fmt(ci[1]) if ci else DASH])
+    return rows
+
+
+def table4(metrics: dict) -> tuple[str, list[str], list[list]]:
+    f1 = metrics.get("chexpert_f1") or {}
+    caption = f"Table 4: CheXpert F1 of generated vs reference reports (labeler {f1.get('labeler', DASH)}; 95% bootstrap CI, {f1.get('n_bootstrap', DASH)} resamples)."
+    header = ["Model", "uncertain mapping", "averaging", "labels", "F1", "95% CI"]
+    return caption, header, _f1_rows(metrics["model"], f1)
+
+
+def table5(metrics: dict) -> tuple[str, list[str], list[list]]:
+    guards, agree = metrics.get("guards") or {}, metrics.get("report_label_agreement") or {}
+    caption = f"Table 5: report guards ({guards.get('copy_threshold', 'no training reports')}) and labels of generated reports vs their conditioning labels (micro F1, 14)."
+    header = ["Model", "distinct reports share", "training-copy share", "label agreement F1 (positive only)", "label agreement F1 (uncertain=positive)"]
+    rows = [[metrics["model"], guards.get("distinct_share"), guards.get("copy_share"),
+             _get(agree, "positive_only", "micro_14", "value"), _get(agree, "uncertain_as_positive", "micro_14", "value")]]
+    return caption, header, rows
+
+
+TABLES = (table1, table2, table3, table4, table5)
+
+
+def write_tables(metrics: dict, out: Path) -> Path:
+    """Write ``tables.md`` and ``table1.csv`` … ``table5.csv`` into ``out``; returns the markdown path."""
+    parts = []
+    for number, build in enumerate(TABLES, 1):
+        caption, header, rows = build(metrics)
+        with open(out / f"table{number}.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows([[DASH if v is None else v for v in row] for row in rows])
+        lines = [f"### {caption}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows] or ["| " + " | ".join([DASH] * len(header)) + " |"]
+        parts.append("\n".join(lines))
+    path = out / "tables.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
