@@ -38,7 +38,7 @@ POSITIVE_PHRASES: dict[str, tuple[str, ...]] = {
         "A {side} pulmonary nodule is present.",
     ),
     "Edema": (
-        "There is pulmonary edema.", "Perihilar haziness is consistent with mild pulmonary edema.",
+        "There is pulmonary edema.", "There is mild interstitial pulmonary edema.",
         "Findings are compatible with interstitial edema.",
     ),
     "Consolidation": (
@@ -46,8 +46,8 @@ POSITIVE_PHRASES: dict[str, tuple[str, ...]] = {
         "Focal consolidation is seen in the {side} lung.",
     ),
     "Pneumonia": (
-        "Findings are concerning for {side} pneumonia.", "Patchy {side} basilar opacity is compatible with pneumonia.",
-        "There is a {side} lower lobe pneumonia.",
+        "Findings are consistent with {side} pneumonia.", "There is {side} lower lobe pneumonia.",
+        "A {side} basilar pneumonia is present.",
     ),
     "Atelectasis": (
         "There is plate-like atelectasis at the {side} base.", "Bibasilar atelectasis is present.",
@@ -75,7 +75,6 @@ POSITIVE_PHRASES: dict[str, tuple[str, ...]] = {
     ),
 }
 NEGATIVE_PHRASES: dict[str, tuple[str, ...]] = {
-    "No Finding": ("Abnormal chest radiograph.",),
     "Enlarged Cardiomediastinum": (
         "The cardiomediastinal silhouette is normal.", "Mediastinal contours are within normal limits.",
         "No mediastinal widening.",
@@ -167,28 +166,33 @@ def _paragraph(sentences: list[str]) -> list[str]:
     return textwrap.wrap("  ".join(sentences), width=76, break_on_hyphens=False)
 
 
-def write_report(labels: np.ndarray, view: str, sides: dict[str, str], rng: np.random.Generator) -> str:
-    """One study's report text for its (14,) label vector; ``view`` is the frontal view ('PA' or 'AP')."""
-    positives, negatives, uncertain = [], [], []
+def _statements(labels: np.ndarray, sides: dict[str, str], rng: np.random.Generator) -> list[str]:
+    """One sentence per labelled observation: positives, then uncertain, then negatives in random order."""
+    positives, uncertain, negatives = [], [], []
     for name, value in zip(CHEXPERT_LABELS, labels):
         side = sides.get(name, "")
         if value == POSITIVE:
             options = BILATERAL_EFFUSION if side == "bilateral" else POSITIVE_PHRASES[name]
             positives.append(_phrase(rng, options, side))
-        elif value == NEGATIVE and name != "No Finding":
-            negatives.append(_phrase(rng, NEGATIVE_PHRASES[name], side))
         elif value == UNCERTAIN:
             uncertain.append(_uncertain(rng, name, side))
-    order = rng.permutation(len(negatives))
-    negatives = [negatives[i] for i in order]
-    opener = _phrase(rng, VIEW_OPENERS[view], "")
-    findings = [opener, *positives, *uncertain, *negatives]
-    if positives or uncertain:
-        impression = [*positives, *uncertain]
-    elif labels[0] == POSITIVE:
-        impression = [_phrase(rng, NORMAL_IMPRESSIONS, "")]
-    else:
-        impression = negatives[:2] or [_phrase(rng, NORMAL_IMPRESSIONS, "")]
+        elif value == NEGATIVE and name != "No Finding":
+            negatives.append(_phrase(rng, NEGATIVE_PHRASES[name], side))
+    return positives + uncertain + [negatives[i] for i in rng.permutation(len(negatives))]
+
+
+def write_report(labels: np.ndarray, view: str, sides: dict[str, str], rng: np.random.Generator) -> str:
+    """One study's report text for its (14,) label vector; ``view`` is the frontal view ('PA' or 'AP').
+
+    FINDINGS and IMPRESSION each state every labelled observation (worded independently), as
+    MIMIC's labels come from the impression (or the findings when it is missing); a normal
+    study's impression opens with a phrase like "No acute cardiopulmonary process.".
+    """
+    findings = [_phrase(rng, VIEW_OPENERS[view], ""), *_statements(labels, sides, rng)]
+    impression = _statements(labels, sides, rng)
+    if labels[0] == POSITIVE:
+        impression = [_phrase(rng, NORMAL_IMPRESSIONS, ""), *impression[1:]]
+    impression = impression or [_phrase(rng, NORMAL_IMPRESSIONS, "")]
     layout = LAYOUTS[int(rng.integers(len(LAYOUTS)))]
     exam, technique = EXAMINATIONS[view]
     header = [
@@ -204,7 +208,7 @@ def write_report(labels: np.ndarray, view: str, sides: dict[str, str], rng: np.r
     ]
     sections: list[tuple[str, list[str]]]
     if layout == "impression only":
-        sections = [("IMPRESSION:", findings[1:] or impression)]
+        sections = [("IMPRESSION:", impression)]
     elif layout == "combined":
         sections = [("FINDINGS AND IMPRESSION:", findings)]
     elif layout == "lower-case headers":
