@@ -37,6 +37,7 @@ KNOWN_HEADERS = (
     "NOTIFICATIONS?", "RECOMMENDATIONS?", r"RECOMMENDATION\(S\)", "WET READ", "FINAL REPORT", "ADDENDUM", "COMMENTS?",
 )
 _LINE_HEADER = re.compile(r"[ \t]*(" + "|".join(KNOWN_HEADERS) + r")[ \t\r]*(?::|$)", re.IGNORECASE)
+_HEADER_PREFIXES = frozenset(re.sub(r"[^A-Z ]", "", h)[:4] for h in KNOWN_HEADERS)  # cheap pre-check before the regex
 _CAPS_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ()/& \t")
 
 
@@ -62,12 +63,12 @@ def _caps_header_start(line: str, colon: int) -> int:
 def _headers(text: str) -> list[tuple[int, int, str]]:
     """(start, end, header) of every header in ``text``, in order.
 
-    Works line by line: one anchored match per line, and a look back from each colon for
-    capitals, several times faster than one unanchored regex over the whole text.
+    Works line by line: an anchored match on lines starting like a known header, and a look
+    back from each colon for capitals, several times faster than one unanchored regex over the whole text.
     """
     found, offset = [], 0
     for line in text.splitlines(keepends=True):
-        match = _LINE_HEADER.match(line)
+        match = _LINE_HEADER.match(line) if line.lstrip(" \t")[:4].upper() in _HEADER_PREFIXES else None
         if match:
             found.append((offset + match.start(1), offset + match.end(), match.group(1)))
         colon = line.find(":", match.end() if match else 0)
