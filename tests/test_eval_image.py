@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from eval_threads import one_thread  # noqa: F401  (fixture)
 
 from cxr_irgen.eval.features import XRVFeatures, xrv_densenet, xrv_preprocess
 from cxr_irgen.eval.image_metrics import (
@@ -17,6 +18,8 @@ from cxr_irgen.eval.image_metrics import (
     ssim,
     within_label_pairs,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_frechet_distance_closed_form_for_diagonal_covariances():

@@ -42,9 +42,8 @@ log = logging.getLogger(__name__)
 METRICS = ("fid", "psnr_ssim", "diversity", "auroc", "text", "chexpert_f1", "guards")
 
 
-def shard_map(fn: Callable[[list[int]], Sequence], n_items: int, batch_size: int, desc: str, state) -> list:
-    """``fn`` over item indices in batches, this rank taking every world-th item; results of all ranks in item order."""
-    from accelerate.utils import gather_object
+def run_shard(fn: Callable[[list[int]], Sequence], n_items: int, batch_size: int, desc: str, state) -> dict[int, object]:
+    """``fn`` over this rank's item indices (every world-th, from its rank) in batches: ``{index: result}``."""
     from tqdm.auto import tqdm
 
     mine = list(range(state.process_index, n_items, state.num_processes))
@@ -54,6 +53,14 @@ def shard_map(fn: Callable[[list[int]], Sequence], n_items: int, batch_size: int
             batch = mine[start:start + batch_size]
             results.update(zip(batch, fn(batch)))
             bar.update(len(batch))
+    return results
+
+
+def shard_map(fn: Callable[[list[int]], Sequence], n_items: int, batch_size: int, desc: str, state) -> list:
+    """:func:`run_shard` on every rank, gathered: the results of all items in item order (on every rank)."""
+    from accelerate.utils import gather_object
+
+    results = run_shard(fn, n_items, batch_size, desc, state)
     if state.num_processes > 1:
         merged: dict[int, object] = {}
         for part in gather_object([results]):
