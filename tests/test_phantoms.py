@@ -210,7 +210,7 @@ def test_heart_width_ratio_at_full_size_and_on_tensors():
 
 
 def test_effusion_and_opacity_measures_respond_to_their_signs():
-    params = sample_phantom(np.random.default_rng(2), "PA")
+    params = next(p for seed in range(20) if -1.0 in (p := sample_phantom(np.random.default_rng(seed), "PA"))["effusion_sides"])
     clear = render_phantom(params, empty_labels(), 64)
     effusion, opacity = empty_labels(), empty_labels()
     effusion[LABEL_INDEX["Pleural Effusion"]] = 1.0

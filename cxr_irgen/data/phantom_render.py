@@ -261,7 +261,10 @@ def _draw_frontal(c: _Canvas, p: dict, st: dict[str, float], rng: np.random.Gene
     x, y = (u - 0.5) / p["body_width"], (v - 0.68) / 0.64
     torso = np.clip(1.0 - np.abs(x) ** 3 - np.abs(y) ** 3, 0.0, 1.0) ** 0.35
     neck = np.sqrt(np.clip(1.0 - ((u - 0.5) / 0.075) ** 2, 0.0, 1.0)) * c.soft(0.2 - v, 0.03)
-    A += 0.9 * np.maximum(torso, neck)
+    shoulders = sum(0.8 * c.ellipse(0.5 + s * 0.22, 0.12, 0.22, 0.06, angle_deg=s * 14, edge=0.03) for s in (-1.0, 1.0))
+    A += 0.9 * np.maximum(np.maximum(torso, neck), shoulders)
+    for s in (-1.0, 1.0):  # humeral heads at the top corners
+        A += 0.2 * c.ellipse(0.5 + s * (p["body_width"] - 0.015), 0.15, 0.04, 0.045, edge=0.006)
     if p["breast"]:
         A += p["breast"] * (c.gaussian(0.5 - 0.22, 0.82, 0.11, 0.07) + c.gaussian(0.5 + 0.22, 0.82, 0.11, 0.07))
     # heart and aortic knob hide the lung air behind them

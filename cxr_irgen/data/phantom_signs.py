@@ -5,7 +5,7 @@ They work on frontal (PA/AP) chest images of any size down to 32x32, as (H, W) a
 generated images show the signs their labels ask for:
 
 - :func:`heart_width_ratio`: heart width over chest width (Cardiomegaly).
-- :func:`costophrenic_blunting`: lateral lung base raised above the mid-lung base (Pleural Effusion).
+- :func:`costophrenic_blunting`: lateral lung base raised relative to the mid-lung base (Pleural Effusion).
 - :func:`lung_brightness`: mean brightness of the lung fields (opacities, edema).
 
 Each reads a smoothed image row by row: a threshold halfway between the dark lung level
@@ -52,8 +52,8 @@ class _Profile:
         self.dark = float(np.percentile(thorax, 10))
         self.bright = float(np.median(heart))
         self.threshold = 0.5 * (self.dark + self.bright)
-        background = float(np.percentile(self.image, 1))
-        self.body_threshold = background + 0.15 * (self.bright - background)
+        self.background = float(np.percentile(self.image, 1))
+        self.body_threshold = self.background + 0.15 * (self.bright - self.background)
 
     @staticmethod
     def _crossing(row: np.ndarray, bright: int, dark: int, threshold: float) -> float:
@@ -147,9 +147,10 @@ def heart_width_ratios(images) -> np.ndarray:
 def costophrenic_blunting(image) -> float:
     """How far the lateral lung base sits above the mid-lung base, as a fraction of the image height (effusion).
 
-    A sharp costophrenic angle reaches below the dome (negative values, about -0.02 to -0.06);
-    fluid fills the angle up to a meniscus that climbs laterally (positive values). The larger
-    of the two sides is returned.
+    A sharp costophrenic angle reaches below the dome (negative values, about -0.1 to -0.03);
+    fluid fills the angle up to a meniscus that climbs laterally (higher values). The larger
+    of the two sides is returned; on the patient's left a large heart can hide the mid-lung
+    base, so left-sided effusions read weaker.
     """
     profile = _Profile(image)
     chest = profile.chest_width()
@@ -170,10 +171,10 @@ def costophrenic_blunting(image) -> float:
 
 
 def lung_brightness(image) -> float:
-    """Mean brightness of the lung fields relative to the lung-to-tissue range (0 = clear lungs, 1 = tissue).
+    """Mean brightness of the lung fields on a background (0) to heart (1) scale; clear phantom lungs read ~0.35-0.4.
 
-    The fields are the columns between the upper mediastinum and the outer lung edges, over
-    the upper and middle chest.
+    The fields are the columns between the upper mediastinum and the body's outer edges (less
+    a margin), over the upper and middle chest; opacities, consolidation and edema raise it.
     """
     profile = _Profile(image)
     thorax = profile.chest_width()
@@ -186,5 +187,5 @@ def lung_brightness(image) -> float:
     inside = (cols > inner + 0.02 * profile.w) & (cols < outer - 0.02 * profile.w)
     if not inside.any():
         return float("nan")
-    level = (fields[:, inside].mean() - profile.dark) / max(1e-6, profile.bright - profile.dark)
+    level = (fields[:, inside].mean() - profile.background) / max(1e-6, profile.bright - profile.background)
     return float(level)
