@@ -79,7 +79,7 @@ def sample_phantom(rng: np.random.Generator, view: str) -> dict:
         "noise_seed": int(rng.integers(2**31)),
         "mediastinum": U(0.05, 0.065), "lung_half_width": U(0.15, 0.17), "apex": U(0.1, 0.14) + (0.02 if ap else 0.0),
         "base": U(0.76, 0.8) - (0.035 if ap else 0.0), "dome": U(0.06, 0.09), "left_drop": U(0.01, 0.03),
-        "heart_ratio": U(0.39, 0.47) * (1.08 if ap else 1.0), "heart_height": U(0.17, 0.2), "heart_tilt": U(15, 30),
+        "heart_ratio": U(0.39, 0.47) * (1.08 if ap else 1.0), "heart_height": U(0.17, 0.2),
         "clavicle_level": U(0.16, 0.2) - (0.055 if ap else 0.0), "clavicle_slope": U(0.1, 0.25) * (0.25 if ap else 1.0),
         "rib_count": U(9.0, 10.0), "rib_curve": U(1.5, 2.0), "body_width": U(0.41, 0.44), "breast": U(0.0, 0.15),
         "vessels": [(s, U(-1.3, 1.3), U(0.1, 0.22), U(-0.5, 0.5)) for s in (-1.0, 1.0) for _ in range(6)],
@@ -160,7 +160,7 @@ class _Canvas:
     def ellipse(self, cx, cy, rx, ry, angle_deg=0.0, edge=None) -> np.ndarray:
         """Soft filled (rotated) ellipse, (H, W)."""
         out = np.zeros_like(self.attenuation)
-        reach = max(rx, ry) + 0.02
+        reach = max(rx, ry) * (1.0 + (edge or self.edge) / min(rx, ry)) + 0.01  # the soft edge included
         box = self.window(cx - reach, cy - reach, cx + reach, cy + reach)
         if box is None:
             return out
@@ -261,7 +261,7 @@ def _draw_frontal(c: _Canvas, p: dict, st: dict[str, float], rng: np.random.Gene
     x, y = (u - 0.5) / p["body_width"], (v - 0.68) / 0.64
     torso = np.clip(1.0 - np.abs(x) ** 3 - np.abs(y) ** 3, 0.0, 1.0) ** 0.35
     neck = np.sqrt(np.clip(1.0 - ((u - 0.5) / 0.075) ** 2, 0.0, 1.0)) * c.soft(0.2 - v, 0.03)
-    shoulders = sum(0.8 * c.ellipse(0.5 + s * 0.22, 0.12, 0.22, 0.06, angle_deg=s * 14, edge=0.03) for s in (-1.0, 1.0))
+    shoulders = sum(0.8 * c.ellipse(0.5 + s * 0.24, 0.13, 0.2, 0.06, angle_deg=s * 22, edge=0.03) for s in (-1.0, 1.0))
     A += 0.9 * np.maximum(np.maximum(torso, neck), shoulders)
     for s in (-1.0, 1.0):  # humeral heads at the top corners
         A += 0.2 * c.ellipse(0.5 + s * (p["body_width"] - 0.015), 0.15, 0.04, 0.045, edge=0.006)
