@@ -44,6 +44,11 @@ METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv.gz"
 CHEXPERT_CSV = "mimic-cxr-2.0.0-chexpert.csv.gz"
 SPLIT_CSV = "mimic-cxr-2.0.0-split.csv.gz"
 MARKER = "phantom.json"
+METADATA_COLUMNS = (
+    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
+    "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+)
 MIMIC_LABEL_ORDER = tuple(sorted(CHEXPERT_LABELS))
 KEY_FRACTION = 0.15
 SPLITS = (("train", 0.8), ("validate", 0.1), ("test", 0.1))
@@ -132,7 +137,7 @@ def plan_phantoms(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
             study += 1
     patients = rng.permutation(subject_ids[:patient])
     bounds = np.cumsum([round(share * len(patients)) for _, share in SPLITS[:-1]])
-    split_of = {int(s): name for name, group in zip([n for n, _ in SPLITS], np.split(patients, bounds)) for s in group}
+    split_of = {int(s): name for (name, _), group in zip(SPLITS, np.split(patients, bounds)) for s in group}
     metadata = pd.DataFrame(meta)
     chexpert_table = pd.DataFrame(chexpert)[["subject_id", "study_id", *MIMIC_LABEL_ORDER]]
     split = metadata[["dicom_id", "study_id", "subject_id"]].assign(split=metadata["subject_id"].map(split_of))
@@ -186,11 +191,7 @@ def make_phantoms(out: Path, n: int = 2000, seed: int = 0, size: int = 256, work
     out = Path(out)
     _prepare_out(out)
     metadata, chexpert, split = plan_phantoms(n, seed)
-    metadata = metadata.assign(Rows=size, Columns=size)[[
-        "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
-        "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
-        "PatientOrientationCodeSequence_CodeMeaning",
-    ]]
+    metadata = metadata.assign(Rows=size, Columns=size)[list(METADATA_COLUMNS)]
     label_matrix = dict(zip(chexpert["study_id"], chexpert[list(CHEXPERT_LABELS)].to_numpy(np.float32)))
     first_image = metadata.reset_index().groupby("study_id", sort=False).first()
     report_rng = np.random.default_rng([seed, 2])
