@@ -306,20 +306,24 @@ def _draw_frontal(c: _Canvas, p: dict, st: dict[str, float], rng: np.random.Gene
 
 
 def _draw_ribs(c: _Canvas, g: _Chest, p: dict, st: dict[str, float]) -> None:
-    """Posterior ribs arching down laterally, fainter anterior ribs, and the fracture sign."""
+    """Posterior ribs (rising from the spine, then arching down laterally), fainter anterior ribs sloping down
+    towards the sternum, and the fracture sign (a displaced segment of one posterior rib)."""
     u, v, A = c.u, c.v, c.attenuation
     d = np.abs(u - 0.5)
     reach = (v - g.apex + 0.05) / (g.rest_base[-1.0] - g.apex + 0.03)
-    for curve, offset, strength in ((p["rib_curve"], 0.0, 0.13), (-0.5 * p["rib_curve"], 0.45, 0.05)):
-        t = np.clip(reach - curve * (d - 0.06) ** 2 + 0.08 * d, 0.0, None)
+    posterior = reach - p["rib_curve"] * (d - 0.14) ** 2
+    anterior = reach - 0.35 * (0.45 - d) + 0.3
+    for t, offset, strength, width in ((posterior, 0.0, 0.12, 0.2), (anterior, 0.45, 0.05, 0.15)):
+        t = np.clip(t, 0.0, None)
         phase = t * (1.35 - 0.35 * t) * p["rib_count"] + offset
-        if strength > 0.1 and st["Fracture"]:
+        if offset == 0.0 and st["Fracture"]:
             s, index, along = p["fracture"]
             at = 0.5 + s * (p["mediastinum"] + along * 2 * g.width)
             piece = (np.abs(u - at - s * 0.025) < 0.025) & (np.abs(phase - index - 0.3) < 0.7)
             phase = np.where(piece, phase + 0.45 * st["Fracture"], phase)
-        band = np.clip(1.0 - np.abs(phase - np.floor(phase) - 0.3) / 0.16, 0.0, 1.0)
-        cage = c.soft(0.5 * g.thorax + 0.02 - d, 0.01) * c.soft(d - 0.03, 0.01) * c.soft(phase - 0.3, 0.02) * c.soft(g.rest_base[-1.0] + 0.02 - v, 0.02)
+        band = np.clip(1.0 - np.abs(phase - np.floor(phase) - 0.3) / width, 0.0, 1.0)
+        cage = c.soft(0.5 * g.thorax + 0.02 - d, 0.01) * c.soft(d - 0.03, 0.01) * c.soft(phase - 0.3, 0.02)
+        cage *= c.soft(g.rest_base[-1.0] + 0.02 - v, 0.02) * c.soft(v - g.apex + 0.06, 0.02)
         A += strength * band * band * (3.0 - 2.0 * band) * cage
 
 
