@@ -116,3 +116,23 @@ def test_shard_map_splits_by_rank_and_gathers_in_order(monkeypatch):
     assert seen == {0: [0, 2, 4, 6], 1: [1, 3, 5]}
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda obj: [obj[0], parts[1]])
     assert shard_map(lambda idx: [i * 10 for i in idx], 7, 2, "t", Rank(0)) == [0, 10, 20, 30, 40, 50, 60]
+
+
+def test_reports_of_real_test_images_are_scored_against_their_findings(phantoms, tmp_path):
+    """generate mode=reports writes reports for real images: their references come from the data; the images are not scored."""
+    from cxr_irgen.data.mimic import load_index
+    from cxr_irgen.data.sections import load_report_sections
+
+    table = load_index(phantoms)
+    test = table[(table["split"] == "test") & table["view"].isin(["PA", "AP"])].head(3)
+    findings = load_report_sections(test).set_index("study_id")["findings"]
+    reports = [findings[test["study_id"].iloc[0]], findings[test["study_id"].iloc[1]], "Large right pneumothorax."]
+    rows = [{"image": str(p), "labels": None, "report": r} for p, r in zip(test["image_path"], reports)]
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_command("evaluate", [f"generated={tmp_path / 'gen'}", f"data.root={phantoms}", "eval.real.views=[PA,AP]", "eval.metrics=[text,chexpert_f1]",
+                             "eval.text.meteor=false", "eval.chexpert_f1.n_bootstrap=20", f"hydra.run.dir={tmp_path / 'ev'}"])
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["generated"]["n_images"] == 0 and metrics["generated"]["n_real_images_not_scored"] == 3
+    assert metrics["text"]["n_reports"] == 3 and 0.3 < metrics["text"]["bleu1"] < 1.0 and metrics["text"]["reference_section"] == "findings"
+    assert metrics["chexpert_f1"]["labeler"] == "rules" and "fid" not in metrics

@@ -124,3 +124,20 @@ def test_xrv_features_shape_name_and_weights_round_trip(tmp_path):
     loaded = XRVFeatures(tmp_path / "w.safetensors")
     assert "random" not in loaded.name and torch.allclose(loaded(images), out, atol=1e-5)
     assert xrv_densenet().pathologies[0] == "Atelectasis"
+
+
+def test_missing_or_pickled_weights_fail_with_one_line(tmp_path):
+    from omegaconf import OmegaConf
+
+    from cxr_irgen.errors import UserError
+    from cxr_irgen.eval.features import build_feature_extractor
+
+    with pytest.raises(UserError, match="weights-inception-2015-12-05-6726825d.pth") as err:
+        build_feature_extractor(OmegaConf.create({"features": "inception", "inception_weights": None}))
+    assert "\n" not in str(err.value)
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled.pt")  # a whole pickled module, as torchxrayvision ships
+    with pytest.raises(UserError, match="not a plain state dict") as err:
+        XRVFeatures(tmp_path / "pickled.pt")
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="does not exist"):
+        XRVFeatures(tmp_path / "absent.pt")

@@ -40,6 +40,7 @@ from cxr_irgen.errors import UserError
 log = logging.getLogger(__name__)
 
 METRICS = ("fid", "psnr_ssim", "diversity", "auroc", "text", "chexpert_f1", "guards")
+IMAGE_METRICS = {"fid", "psnr_ssim", "diversity", "auroc"}
 
 
 def run_shard(fn: Callable[[list[int]], Sequence], n_items: int, batch_size: int, desc: str, state) -> dict[int, object]:
@@ -241,11 +242,45 @@ def _training_reports(cfg) -> list[str] | None:
     return [t for t in texts.dropna().tolist() if t.strip()]
 
 
+def _store(results: dict, key: str, value: dict | None, reason: str) -> None:
+    if value is None:
+        results["skipped"][key] = reason
+    else:
+        results[key] = value
+
+
+def _image_metrics(cfg, images: pd.DataFrame, real_all: pd.DataFrame, state, feature_module, results: dict) -> None:
+    """FID, PSNR/SSIM, MS-SSIM diversity and AUROC of the generated images, as ``eval.metrics`` asks."""
+    from cxr_irgen.data.imageio import read_image
+
+    wanted = set(cfg.eval.metrics)
+    resolution = int(cfg.eval.resolution or read_image(images["image"].iloc[0]).shape[-1])
+    gen = ImageSource(images["image"].tolist(), resolution)
+    labelled = images["labels"].notna().to_numpy()
+    gen_labels = np.stack([l if l is not None else np.full(14, np.nan, np.float32) for l in images["labels"]])
+    gen_keys = [label_key(l) if ok else f"unlabelled-{i}" for i, (l, ok) in enumerate(zip(gen_labels, labelled))]
+    rng = np.random.default_rng(int(cfg.eval.seed))
+    n_real = min(int(cfg.eval.real.n), len(real_all))
+    real_pick = real_all.iloc[np.sort(rng.choice(len(real_all), n_real, replace=False))].reset_index(drop=True)
+    real = ImageSource(real_pick["image_path"].tolist(), resolution)
+    real_keys = [label_key(l) for l in _labels_matrix(real_pick)]
+    results["real"]["n_selected"] = n_real
+    if "fid" in wanted:
+        results["fid"] = _fid(cfg, gen, real, state, feature_module)
+    if "psnr_ssim" in wanted:
+        _store(results, "psnr_ssim", _psnr_ssim(cfg, gen, gen_keys, real, real_keys, state), "no generated label vector occurs among the real images")
+    if "diversity" in wanted:
+        _store(results, "diversity", _diversity(cfg, gen, gen_keys, state), "no two generated images share a label vector")
+    if "auroc" in wanted:
+        has_classifier = bool(cfg.eval.auroc.classifier)
+        _store(results, "auroc", _auroc(cfg, gen, gen_labels, real_all, state) if has_classifier else None,
+               "set eval.auroc.classifier=xrv (with eval.xrv_weights) or a train-classifier run dir")
+
+
 def evaluate(cfg, feature_module: torch.nn.Module | None = None) -> dict:
     """Every applicable metric of ``cfg.generated`` / ``cfg.generated_reports`` as one dict (same on every rank)."""
     from accelerate import PartialState
 
-    from cxr_irgen.data.imageio import read_image
     from cxr_irgen.eval.generated import load_generated
 
     state = PartialState()
@@ -258,37 +293,17 @@ def evaluate(cfg, feature_module: torch.nn.Module | None = None) -> dict:
     reports = generated[generated["report"].notna()].reset_index(drop=True)
     results: dict = {"model": str(cfg.model_name), "skipped": {},
                      "generated": {"source": str(cfg.generated), "n_images": len(images), "n_reports": len(reports)}}
-    needs_real = len(images) and wanted & {"fid", "psnr_ssim", "auroc"} or len(reports)
-    real_all = _real_table(cfg) if needs_real else None
+    real_all = _real_table(cfg) if (len(images) and wanted & IMAGE_METRICS) or len(reports) else None
     if real_all is not None:
         results["real"] = {"data": str(cfg.data.name), "root": str(cfg.data.get("root")), "split": str(cfg.eval.real.split),
                            "views": [str(v) for v in cfg.eval.real.views], "n_available": len(real_all)}
-    if len(images):
-        resolution = int(cfg.eval.resolution or read_image(images["image"].iloc[0]).shape[-1])
-        gen = ImageSource(images["image"].tolist(), resolution)
-        labelled = images["labels"].notna().to_numpy()
-        gen_labels = np.stack([l if l is not None else np.full(14, np.nan, np.float32) for l in images["labels"]])
-        gen_keys = [label_key(l) if ok else f"unlabelled-{i}" for i, (l, ok) in enumerate(zip(gen_labels, labelled))]
-        rng = np.random.default_rng(int(cfg.eval.seed))
-        n_real = min(int(cfg.eval.real.n), len(real_all))
-        real_pick = real_all.iloc[np.sort(rng.choice(len(real_all), n_real, replace=False))].reset_index(drop=True)
-        real = ImageSource(real_pick["image_path"].tolist(), resolution)
-        real_keys = [label_key(l) for l in _labels_matrix(real_pick)]
-        results["real"]["n_selected"] = n_real
-        if "fid" in wanted:
-            results["fid"] = _fid(cfg, gen, real, state, feature_module)
-        if "psnr_ssim" in wanted:
-            results["psnr_ssim"] = _psnr_ssim(cfg, gen, gen_keys, real, real_keys, state) or results["skipped"].setdefault("psnr_ssim", "no generated label vector occurs among the real images")
-        if "diversity" in wanted:
-            results["diversity"] = _diversity(cfg, gen, gen_keys, state) or results["skipped"].setdefault("diversity", "no two generated images share a label vector")
-        if "auroc" in wanted:
-            if cfg.eval.auroc.classifier:
-                results["auroc"] = _auroc(cfg, gen, gen_labels, real_all, state)
-            else:
-                results["skipped"]["auroc"] = "set eval.auroc.classifier=xrv (with eval.xrv_weights) or a train-classifier run dir"
-    for key in ("psnr_ssim", "diversity"):
-        if isinstance(results.get(key), str):
-            results.pop(key)
+        # reports written for real images (generate mode=reports) point at those images: not generated images
+        is_real = images["image"].isin(set(real_all["image_path"].map(lambda p: str(Path(p).resolve()))))
+        images = images[~is_real].reset_index(drop=True)
+        results["generated"].update(n_images=len(images), n_real_images_not_scored=int(is_real.sum()))
+    image_metrics = wanted & IMAGE_METRICS if len(images) else set()
+    if image_metrics:
+        _image_metrics(cfg, images, real_all, state, feature_module, results)
     if len(reports) and state.is_main_process:
         _text_metrics(cfg, reports, real_all, results)
     return results

@@ -95,11 +95,11 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, weights: str | Path | None):
         super().__init__()
-        from torchmetrics.image.fid import NoTrainInceptionV3
-
         if not weights or not Path(str(weights)).is_file():
             raise UserError(f"FID with inception needs torch-fidelity's {INCEPTION_FILE}: download {INCEPTION_URL} on a connected machine and set eval.fid.inception_weights=/path/{INCEPTION_FILE}")
         load_state_dict_file(weights, "eval.fid.inception_weights", f"place {INCEPTION_FILE} there")  # safe check before torch-fidelity unpickles it
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
         self.model = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights))
         self.name = "inception-v3 pool3 (2048-d, 299px, torch-fidelity weights)"
 
