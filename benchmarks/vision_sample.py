@@ -48,7 +48,10 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0: torch default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype, torch.float16 if device.type == "cuda" else torch.float32)
 
@@ -82,7 +85,7 @@ def main() -> None:
         seconds_ours = _timed(run_ours, args.repeats, device)
     out = {
         "benchmark": "vision_sample", "model": args.model, "device": args.device, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "dtype": str(dtype).replace("torch.", ""), "batch": args.batch, "steps": args.steps, "scheduler": args.scheduler, "guidance": args.guidance,
+        "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(), "batch": args.batch, "steps": args.steps, "scheduler": args.scheduler, "guidance": args.guidance,
         "image_size": int(cfg.image_size), "ours_images_per_s": args.batch / seconds_ours,
         "diffusers_sd_pipeline_images_per_s": args.batch / seconds_theirs, "speedup": seconds_theirs / seconds_ours,
     }

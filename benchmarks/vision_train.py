@@ -109,7 +109,7 @@ def main() -> None:
             results[variant] = pool.apply(_run, (variant, args.model, args.device, args.batch, args.steps, args.warmup, args.threads))
         print(variant, results[variant], flush=True)
     out = {
-        "benchmark": "vision_train", "model": args.model, "device": args.device, "batch": args.batch, "steps": args.steps,
+        "benchmark": "vision_train", "model": args.model, "device": args.device, "threads": args.threads or "default", "batch": args.batch, "steps": args.steps,
         "ours": results["ours"], "reference_plain_loop_fp32": results["reference"],
         "speedup": results["ours"]["images_per_s"] / results["reference"]["images_per_s"],
         "memory_ratio": results["ours"]["peak_memory_mb"] / results["reference"]["peak_memory_mb"],

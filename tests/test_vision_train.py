@@ -152,3 +152,15 @@ def test_conditioning_is_learned_heart_width(learned_run):
     assert all(len(v) >= 32 for v in finite.values()), {k: len(v) for k, v in finite.items()}
     auroc = roc_auc_score([1] * len(finite["cardiomegaly"]) + [0] * len(finite["normal"]), np.concatenate([finite["cardiomegaly"], finite["normal"]]))
     assert auroc >= 0.75, (auroc, {k: float(v.mean()) for k, v in finite.items()})
+
+
+def test_uvit_tiny_trains_writes_sample_grid_and_generates(tmp_path, phantom_root):
+    from cxr_irgen.data.labels import parse_labels
+    from cxr_irgen.vision.pipeline import VisionPipeline
+
+    run = train_vision(tmp_path / "uvit", phantom_root, "vision/model=uvit-tiny", "trainer.batch_size=4", "trainer.max_steps=2",
+                       "max_images=8", "sample_every=2", "sample_n=2", "sample_steps=2")
+    assert (run / "samples" / "step-0000002.png").exists()
+    pipe = VisionPipeline.from_run_dir(run)
+    images = pipe([parse_labels("Edema=1")], torch.rand(1, 1, 32, 32), seeds=[0], steps=2, scheduler="dpm++")
+    assert images.shape == (1, 1, 32, 32) and pipe.model.conditioning.num_tokens == 1

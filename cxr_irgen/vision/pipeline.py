@@ -110,7 +110,8 @@ class VisionPipeline:
 
     def _generate(self, labels, reference_images, seeds, steps, guidance, sampler, progress) -> torch.Tensor:
         features = self.encoders.encode_conditions([labels_to_prompt(v) for v in labels], reference_images)
-        condition = self.model.conditioning.tokens(features)
+        dtype = next(self.model.parameters()).dtype
+        condition = self.model.conditioning.tokens({k: v.to(dtype) for k, v in features.items()})
         latent_size = self.image_size // self.encoders.vae.downscale
         noise = initial_noise(seeds, (self.encoders.vae.latent_channels, latent_size, latent_size), self.device, condition.dtype)
         latents = denoise(self.model, condition, noise, sampler, steps, guidance, progress)
