@@ -195,7 +195,6 @@ UNCERTAINTY_PRE = (
     r"\bconsider(?:ed|ation)?\b",
     r"\b(?:rule out|r/o)\b",
     r"\bpresum\w*\b",
-    r"\bcannot be (?:assessed|evaluated|excluded)\b",
     r"\b(?:or|and/or)\s+(?:\w+\s+){0,2}$",
 )
 UNCERTAINTY_POST = (
@@ -212,7 +211,7 @@ CLAUSE_BOUNDARY = re.compile(
     r"|,\s*(?=(?:and |or )?(?:the|there|this|these|it|a|an|which|given|no change)\b)"
     r"|\band\s+(?=(?:the|there|this|these|it|a|an|is|are|was|were)\b)"
 )
-SENTENCE_BOUNDARY = re.compile(r"(?<!\d)\.(?!\d)|!|\n+|\s{2,}(?=[A-Z])")
+SENTENCE_BOUNDARY = re.compile(r"(?<!\d)\.(?!\d)|!|\n+")
 
 
 def _alternation(fragments: Iterable[str]) -> str:
