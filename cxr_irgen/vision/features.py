@@ -104,6 +104,7 @@ class CachedFeatureDataset(Dataset):
         self.labels = self.table[list(CHEXPERT_LABELS)].to_numpy(np.float32)
         self.dicom_ids = self.table["dicom_id"].tolist()
         self.row_of = {d: i for i, d in enumerate(self.dicom_ids)}
+        # Reference candidates are the cached images themselves (no paths needed: their embeddings are here).
         self.reference = ReferenceIndex(self.dicom_ids, self.labels, self.dicom_ids) if reference else None
         self.seed, self.epoch_fn = seed, epoch_fn
 
