@@ -149,7 +149,7 @@ def _chunks(items: list, size: int):
         yield items[start : start + size]
 
 
-def encode_pairs(pairs, representation, autoencoder: ReportAutoencoder, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_pairs(pairs, representation, autoencoder: ReportAutoencoder, batch_size: int, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over an ``ImageReportDataset``: frozen prior inputs (N, *shape) and target embeddings (N, d)."""
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -158,7 +158,7 @@ def encode_pairs(pairs, representation, autoencoder: ReportAutoencoder, batch_si
 
     inputs, targets = [], []
     with torch.no_grad():
-        for batch in tqdm(DataLoader(pairs, batch_size=batch_size, collate_fn=collate), desc="encode", dynamic_ncols=True):
+        for batch in tqdm(DataLoader(pairs, batch_size=batch_size, collate_fn=collate, num_workers=num_workers), desc="encode", dynamic_ncols=True):
             inputs.append(representation(batch["pixel_values"].to(autoencoder.device)).cpu())
             targets.append(autoencoder.embed(batch["text"]).float().cpu())
     return torch.cat(inputs), torch.cat(targets)
@@ -197,8 +197,9 @@ def train_prior(cfg: DictConfig) -> Path:
     sections = load_sections(table, cfg.data)
     size, skip_bad = int(cfg.data.image_size), bool(cfg.data.skip_bad)
     train_pairs = ImageReportDataset(language_stage2(table, "train"), sections, size, str(cfg.text), skip_bad)
-    batch = int(cfg.prior.encode_batch_size)
-    inputs, targets = cached_features(out / FEATURES_FILE, lambda: encode_pairs(train_pairs, representation, autoencoder, batch))
+    batch, workers = int(cfg.prior.encode_batch_size), int(cfg.trainer.num_workers)
+    with accelerator.main_process_first():  # the main process writes the cache, the others read it
+        inputs, targets = cached_features(out / FEATURES_FILE, lambda: encode_pairs(train_pairs, representation, autoencoder, batch, workers))
     log.info("prior: %d training pairs, inputs %s, targets %s", len(targets), tuple(inputs.shape[1:]), tuple(targets.shape[1:]))
 
     prior = build_prior(cfg.prior, representation.input_shape, autoencoder.embedding_dim)
