@@ -18,7 +18,7 @@ from cxr_irgen.language.prior import PRIOR_INPUTS, PRIOR_LOSSES, PriorViT, prior
 from cxr_irgen.language.representation import build_image_representation
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "language"
-SHAPES = {"clip": (32,), "latent": (4, 16, 16), "image": (1, 32, 32)}
+SHAPES = {"clip": (32,), "latent": (4, 8, 8), "image": (1, 16, 16)}
 TINY_BART = ["language/model=bart-tiny", "model.vocab_size=400", "model.config.d_model=32", "model.config.encoder_layers=1",
              "model.config.decoder_layers=1", "model.config.encoder_ffn_dim=64", "model.config.decoder_ffn_dim=64"]
 
@@ -49,7 +49,7 @@ def test_prior_output_is_unbounded():
 def test_each_loss_trains_one_step(kind):
     torch.manual_seed(0)
     prior = tiny_prior("latent")
-    x, target = torch.randn(8, 4, 16, 16), torch.randn(8, 24)
+    x, target = torch.randn(8, *SHAPES["latent"]), torch.randn(8, 24)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=1e-3)
     before = prior_loss(prior(x), target, kind)
     before.backward()
