@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cxr_irgen.data.iu_xray import load_iu_reports
-from cxr_irgen.language.autoencoder import IGNORE_INDEX, POOLINGS, ReportAutoencoder, build_autoencoder, reconstruction_loss
+from cxr_irgen.language.autoencoder import IGNORE_INDEX, POOLINGS, ReportAutoencoder, build_autoencoder, drop_words, reconstruction_loss
 from cxr_irgen.language.train import bleu4
 from cxr_irgen.utils.training import make_accelerator, train
 
@@ -77,6 +77,23 @@ def test_loss_ignores_logits_at_ignored_positions():
     assert torch.allclose(reconstruction_loss(logits, labels), reconstruction_loss(changed, labels))
     changed[0, 2, 0] += 5.0
     assert not torch.allclose(reconstruction_loss(logits, labels), reconstruction_loss(changed, labels))
+
+
+def test_word_dropout_masks_decoder_inputs_in_training_only(iu_findings):
+    torch.manual_seed(0)
+    ids = torch.randint(5, 100, (64, 50))
+    ids[:, 0], ids[:, 40:] = 2, 1
+    dropped = drop_words(ids, 0.3, mask_token_id=4, pad_token_id=1)
+    assert 0.25 < (dropped[:, 1:40] == 4).float().mean() < 0.35
+    assert torch.equal(dropped[:, 0], ids[:, 0]) and torch.equal(dropped[:, 40:], ids[:, 40:])
+
+    model = build_autoencoder(tiny_model_cfg(word_dropout=0.5), iu_findings)
+    enc = model.tokenize(iu_findings[:4])
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(model(**enc), model(**enc))
+        model.train()
+        assert not torch.equal(model(**enc), model(**enc))
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)

@@ -38,7 +38,19 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooli
     if pooling == "eos":
         last = attention_mask.sum(1).long() - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise UserError(f"language.model.pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+    raise UserError(f"model.pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+
+
+def drop_words(decoder_input_ids: torch.Tensor, rate: float, mask_token_id: int, pad_token_id: int) -> torch.Tensor:
+    """Replace a random ``rate`` of the decoder's input tokens (B, T) by ``<mask>``; the start token and pads stay.
+
+    Word dropout (Bowman et al., 2016): the decoder can then predict less from the words so far
+    and must read the bottleneck embedding.
+    """
+    drop = torch.rand(decoder_input_ids.shape, device=decoder_input_ids.device) < rate
+    drop[:, 0] = False
+    drop &= decoder_input_ids != pad_token_id
+    return decoder_input_ids.masked_fill(drop, mask_token_id)
 
 
 def reconstruction_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -54,16 +66,18 @@ class ReportAutoencoder(nn.Module):
         tokenizer: its tokenizer (``<s>``/``</s>``/``<pad>`` must exist).
         pooling: ``mean`` (paper's best), ``bos`` or ``eos``.
         max_length: reports are truncated to this many tokens, special tokens included.
+        word_dropout: fraction of decoder input tokens masked in training (:func:`drop_words`; 0 = paper).
     """
 
-    def __init__(self, bart, tokenizer, pooling: str = "mean", max_length: int = 128):
+    def __init__(self, bart, tokenizer, pooling: str = "mean", max_length: int = 128, word_dropout: float = 0.0):
         super().__init__()
         if pooling not in POOLINGS:
-            raise UserError(f"language.model.pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+            raise UserError(f"model.pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
         self.bart = bart
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_length = int(max_length)
+        self.word_dropout = float(word_dropout)
 
     @property
     def embedding_dim(self) -> int:
@@ -105,6 +119,8 @@ class ReportAutoencoder(nn.Module):
         config = self.bart.config
         embeddings = self.embed(input_ids, attention_mask)
         decoder_input_ids = shift_tokens_right(input_ids, config.pad_token_id, config.decoder_start_token_id)
+        if self.training and self.word_dropout > 0:
+            decoder_input_ids = drop_words(decoder_input_ids, self.word_dropout, self.tokenizer.mask_token_id, config.pad_token_id)
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         return reconstruction_loss(self.logits(embeddings, decoder_input_ids), labels)
 
@@ -150,7 +166,7 @@ class ReportAutoencoder(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         self.bart.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        (directory / AUTOENCODER_FILE).write_text(json.dumps({"pooling": self.pooling, "max_length": self.max_length}, indent=2))
+        (directory / AUTOENCODER_FILE).write_text(json.dumps({"pooling": self.pooling, "max_length": self.max_length, "word_dropout": self.word_dropout}, indent=2))
         return directory
 
     @classmethod
@@ -198,4 +214,6 @@ def build_autoencoder(model_cfg, train_texts: Sequence[str]) -> ReportAutoencode
             **dict(model_cfg.config),
         )
         bart = BartForConditionalGeneration(config)
-    return ReportAutoencoder(bart, tokenizer, pooling=str(model_cfg.pooling), max_length=int(model_cfg.max_length))
+    return ReportAutoencoder(
+        bart, tokenizer, pooling=str(model_cfg.pooling), max_length=int(model_cfg.max_length), word_dropout=float(model_cfg.get("word_dropout", 0.0))
+    )
