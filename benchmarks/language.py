@@ -10,7 +10,8 @@ in the same run:
   Tokens/s counts non-pad tokens.
 * generation: :meth:`ReportAutoencoder.decode` of N embeddings in batches vs transformers
   ``generate`` one report at a time (batch 1, no batching), both greedy with the same
-  ``max_length``; the two must produce the same reports.
+  ``max_length``, from the untrained weights with EOS suppressed, so every report is a fixed
+  ``max_length`` tokens (``mean_generated_tokens``); the two must produce the same reports.
 
 Usage: ``python benchmarks/language.py [--steps 20] [--reports 64] [--batch-size 32] [--max-length 64] [--device auto]``.
 The last output line is one JSON object.
@@ -67,6 +68,7 @@ def training_benchmark(model, texts: list[str], steps: int, batch_size: int, dev
 
     ours = run(lambda b: model(**b))
     plain = run(lambda b: bart(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["input_ids"].masked_fill(b["attention_mask"] == 0, -100)).loss)
+    model.load_state_dict(state)
     return {"train_tokens": tokens, "ours_tokens_per_s": tokens / ours, "plain_tokens_per_s": tokens / plain, "train_speedup": plain / ours}
 
 
@@ -76,6 +78,7 @@ def generation_benchmark(model, texts: list[str], n: int, batch_size: int, max_l
     from transformers.modeling_outputs import BaseModelOutput
 
     model.eval()
+    model.bart.final_logits_bias[0, model.tokenizer.eos_token_id] = -1e4  # no EOS: every report is max_length tokens
     embeddings = torch.cat([model.embed(texts[i : i + batch_size]) for i in range(0, n, batch_size)])[:n]
     sync(device)
     start = time.perf_counter()
@@ -87,16 +90,18 @@ def generation_benchmark(model, texts: list[str], n: int, batch_size: int, max_l
     generation = GenerationConfig(max_new_tokens=max_length, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
                                   decoder_start_token_id=config.decoder_start_token_id, bos_token_id=config.bos_token_id)
     start = time.perf_counter()
-    plain = []
+    plain, generated_tokens = [], 0
     for embedding in embeddings:
         memory = BaseModelOutput(last_hidden_state=embedding.view(1, 1, -1))
         ids = model.bart.generate(encoder_outputs=memory, attention_mask=torch.ones(1, 1, dtype=torch.long, device=device), generation_config=generation)
         plain.append(model.tokenizer.decode(ids[0], skip_special_tokens=True).strip())
+        generated_tokens += ids.shape[1] - 1
     sync(device)
     plain_s = time.perf_counter() - start
     return {
         "reports": n, "ours_reports_per_s": n / ours_s, "plain_reports_per_s": n / plain_s, "generate_speedup": plain_s / ours_s,
         "same_reports": sum(a == b for a, b in zip(ours, plain)) / n,
+        "mean_generated_tokens": generated_tokens / n,
     }
 
 
