@@ -66,7 +66,7 @@ def run(cfg) -> None:
                     [*on_data, f"labels_file={labels_csv}", f"n={cfg.generate.n}", f"vision.checkpoint={vision_dir}",
                      f"language.checkpoint={prior_dir}", *cfg.generate.overrides], generate.run)
     eval_dir = _step("evaluate", out / "07-evaluate",
-                     [*on_data, f"generated={gen_dir}", f"classifier.checkpoint={clf_dir}", *cfg.evaluate.overrides], evaluate.run)
+                     [*on_data, f"generated={gen_dir}", f"eval.auroc.classifier={clf_dir}", *cfg.evaluate.overrides], evaluate.run)
     tables = sorted(eval_dir.glob("*.md"))
     print("\n" + "\n\n".join(t.read_text() for t in tables))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
