@@ -2,20 +2,20 @@
 
 The generated reports must agree with the held-out images' CheXpert labels (micro F1 over
 positive mentions of the 14 observations) better than always writing the most frequent
-training report does, and the prior must read the images: on held-out images its predicted
-embeddings are closer (MSE) to the true reports' embeddings than the mean training embedding is.
+training report does, and better than the same reports shuffled across the images (so the
+reports depend on the image they were generated from, not only on frequent findings).
 
-At this scale (576 training pairs, a tiny ViT prior from scratch on 16 px images) most of
-the report-level margin comes from the decoder writing frequent positive findings: the same
-reports shuffled across the images score only a little lower.
+Stage 1 uses word dropout (``model.word_dropout=0.3``): without it the tiny decoder reads
+little from the bottleneck, the embedding mostly encodes wording (on phantoms the positive
+labels, what the pixels show, explain only ~12% of its variance), and the prior collapses to
+one report for every image. Measured with it (seeds 1, 2): F1 0.60 vs 0.10 for the most
+frequent report and ~0.40 for shuffled reports.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from cxr_irgen.cli import run_command
 
@@ -23,7 +23,7 @@ TEXT = "impression"
 COMMON = [
     "data.image_size=64", f"text={TEXT}", "language/model=bart-tiny", "language/prior=vit-tiny", "trainer=cpu-tiny",
     "trainer.batch_size=32", "trainer.checkpoint_every=100000", "model.vocab_size=1000", "model.config.d_model=64",
-    "model.config.encoder_ffn_dim=256", "model.config.decoder_ffn_dim=256", "model.config.dropout=0.0",
+    "model.config.encoder_ffn_dim=256", "model.config.decoder_ffn_dim=256", "model.config.dropout=0.0", "model.word_dropout=0.3",
 ]
 
 
@@ -50,7 +50,6 @@ def test_reports_from_heldout_phantoms_beat_the_most_frequent_report(phantoms, t
     from cxr_irgen.data.selections import language_stage1, language_stage2
     from cxr_irgen.eval.labeler import label_reports
     from cxr_irgen.language.generate import ReportGenerator
-    from cxr_irgen.language.train import FEATURES_FILE
 
     data = [f"data.root={phantoms}", *COMMON]
     run_command("train-language", [*data, "stage=autoencoder", "trainer.max_steps=200", "trainer.lr=3e-3", "evaluation.max_reports=0", f"hydra.run.dir={tmp_path / 'ae'}"])
@@ -66,14 +65,11 @@ def test_reports_from_heldout_phantoms_beat_the_most_frequent_report(phantoms, t
     truth = table.set_index("dicom_id").loc[batch["dicom_id"], list(CHEXPERT_LABELS)].to_numpy()
 
     generator = ReportGenerator.from_run_dir(tmp_path / "prior")
-    with torch.no_grad():
-        predicted, target = generator.embeddings(batch["pixel_values"]), generator.autoencoder.embed(batch["text"])
-    train_mean = load_file(str(tmp_path / "prior" / FEATURES_FILE))["targets"].mean(0, keepdim=True)
-    assert ((predicted - target) ** 2).mean() < 0.9 * ((train_mean - target) ** 2).mean()
-
     reports = generator(batch["pixel_values"], batch_size=64)
     most_frequent = language_stage1(table, sections, TEXT)["text"].value_counts().index[0]
     ours = positive_f1(label_reports(reports), truth)
     baseline = positive_f1(label_reports([most_frequent] * len(reports)), truth)
+    shuffled = np.mean([positive_f1(label_reports(list(np.random.default_rng(k).permutation(reports))), truth) for k in range(5)])
     assert len(reports) >= 50 and len(set(reports)) > 1
     assert ours > baseline + 0.05, (ours, baseline, reports[:5])
+    assert ours > shuffled + 0.05, (ours, shuffled)
