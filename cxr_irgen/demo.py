@@ -1,5 +1,6 @@
 """`cxr-irgen demo`: phantoms → train-vision → train-language (autoencoder, prior) → train-classifier
-→ generate → evaluate, all under one run directory, on CPU in minutes.
+→ generate pairs → evaluate them → reports for real held-out test images → evaluate those reports
+against the images' own reports, all under one run directory, on CPU in minutes.
 
 Each step composes its own command config (the same files the CLI uses) with the
 demo's overrides and writes to ``<run>/<NN-step>``.
@@ -42,6 +43,19 @@ def test_label_sets(root: Path, limit: int) -> pd.DataFrame:
     return first.loc[order, list(CHEXPERT_LABELS)].reset_index(drop=True)
 
 
+def link_test_images(root: Path, out: Path, limit: int) -> Path:
+    """Symlink up to ``limit`` frontal test images (one per study with a report) into ``out``; returns ``out``."""
+    from cxr_irgen.data.mimic import load_index
+    from cxr_irgen.data.selections import language_stage2
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in language_stage2(load_index(root), "test")["image_path"].head(limit):
+        link = out / Path(path).name
+        if not link.exists():
+            link.symlink_to(Path(path).resolve())
+    return out
+
+
 def run(cfg) -> None:
     from cxr_irgen import generate
     from cxr_irgen.data import phantoms
@@ -65,10 +79,17 @@ def run(cfg) -> None:
     gen_dir = _step("generate", out / "06-generate",
                     [*on_data, f"labels_file={labels_csv}", f"n={cfg.generate.n}", f"vision.checkpoint={vision_dir}",
                      f"language.checkpoint={prior_dir}", *cfg.generate.overrides], generate.run)
+    on_classifier = [f"eval.auroc.classifier={clf_dir}", f"eval.fid.classifier={clf_dir}"]
     eval_dir = _step("evaluate", out / "07-evaluate",
-                     [*on_data, f"generated={gen_dir}", f"eval.auroc.classifier={clf_dir}", *cfg.evaluate.overrides], evaluate.run)
-    tables = sorted(eval_dir.glob("*.md"))
-    print("\n" + "\n\n".join(t.read_text() for t in tables))
+                     [*on_data, f"generated={gen_dir}", *on_classifier, *cfg.evaluate.overrides], evaluate.run)
+    test_images = link_test_images(data, out / "test_images", cfg.reports.max_images)
+    reports_dir = _step("generate", out / "08-reports",
+                        [*on_data, "mode=reports", f"images_dir={test_images}", f"language.checkpoint={prior_dir}"], generate.run)
+    reports_eval_dir = _step("evaluate", out / "09-evaluate-reports",
+                             [*on_data, f"generated={reports_dir}", *cfg.reports.evaluate_overrides], evaluate.run)
+    for title, directory in (("generated image-report pairs", eval_dir), ("reports of real test images", reports_eval_dir)):
+        print(f"\n## {title} ({directory})\n")
+        print("\n\n".join(t.read_text() for t in sorted(directory.glob("*.md"))))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     print(f"gallery: {gen_dir / 'index.html'}")
-    print(f"metrics: {eval_dir / 'metrics.json'}")
+    print(f"metrics: {eval_dir / 'metrics.json'} and {reports_eval_dir / 'metrics.json'}")

@@ -40,10 +40,14 @@ def label_agreement(requested: str, reported: str) -> tuple[int, int]:
 
 
 def write_gallery(rows: list[dict], out_html: Path, title: str = "cxr-irgen: generated image-report pairs") -> Path:
-    """Render rows of pairs.jsonl (keys: image, labels, prompt, report, report_labels) to ``out_html``."""
+    """Render rows of pairs.jsonl (keys: image, labels, prompt, report, report_labels) to ``out_html``.
+
+    ``image`` is relative to the gallery (generated pairs) or an absolute path (reports of given images).
+    """
     cards = []
     for row in rows:
-        parts = [f'<img src="{html.escape(row["image"])}" alt="{html.escape(row.get("labels", ""))}">'] if row.get("image") else []
+        src = Path(row["image"]).as_uri() if row.get("image") and Path(row["image"]).is_absolute() else row.get("image")
+        parts = [f'<img src="{html.escape(src)}" alt="{html.escape(row.get("labels") or "")}">'] if src else []
         parts.append(f'<div class="labels"><b>labels</b> {html.escape(row.get("labels") or "none")}</div>')
         if row.get("prompt"):
             parts.append(f'<div class="prompt"><b>prompt</b> {html.escape(row["prompt"])}</div>')

@@ -132,7 +132,7 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
         images = torch.stack([read_image(item["path"], generator.representation.image_size) for item in batch])
         reports = _reports(generator, images, cfg)
         for item, report, rep_labels in zip(batch, reports, label_reports(reports)):
-            _write_json({"index": item["index"], "image": item["path"].as_uri(), "labels": None, "report": report,
+            _write_json({"index": item["index"], "image": str(item["path"]), "labels": None, "report": report,
                          "report_labels": format_labels(rep_labels)}, pairs_dir / f"{item['index']:04d}.json")
 
 

@@ -31,6 +31,8 @@ REDUCED = [
     "generate.max_label_sets=3",
     "generate.n=2",
     _list("generate.overrides", "vision.scheduler=ddim", "vision.steps=4", "batch_size=4"),
+    "reports.max_images=5",
+    _list("reports.evaluate_overrides", "eval.metrics=[text,chexpert_f1,guards]", "eval.chexpert_f1.n_bootstrap=20"),
 ]
 
 
@@ -43,13 +45,17 @@ def demo_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_demo_writes_every_stage(demo_run):
-    for stage in ("01-phantoms", "02-vision", "03-language-autoencoder", "04-language-prior", "05-classifier", "06-generate", "07-evaluate"):
+    for stage in ("01-phantoms", "02-vision", "03-language-autoencoder", "04-language-prior", "05-classifier", "06-generate", "07-evaluate", "08-reports", "09-evaluate-reports"):
         assert (demo_run / stage).is_dir(), stage
     metrics = json.loads((demo_run / "07-evaluate" / "metrics.json").read_text())
     assert metrics
     rows = [json.loads(line) for line in (demo_run / "06-generate" / "pairs.jsonl").read_text().splitlines()]
     assert len(rows) == 6
     assert all(row["report"] and row["prompt"].startswith("A chest X-Ray image") for row in rows)
+    report_rows = [json.loads(line) for line in (demo_run / "08-reports" / "pairs.jsonl").read_text().splitlines()]
+    assert len(report_rows) == 5 and all(Path(row["image"]).is_file() for row in report_rows)
+    text = json.loads((demo_run / "09-evaluate-reports" / "metrics.json").read_text())["text"]
+    assert text["n_reports"] >= 1 and 0.0 <= text["bleu4"] <= 1.0
 
 
 @pytest.mark.slow
