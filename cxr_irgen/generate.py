@@ -94,13 +94,15 @@ def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool
     from cxr_irgen.data.adapters import load_table
     from cxr_irgen.data.imageio import read_image
     from cxr_irgen.data.reference import ReferenceIndex
+    from cxr_irgen.data.selections import vision_train
     from cxr_irgen.eval.labeler import label_reports
     from cxr_irgen.vision.pipeline import save_images
 
     device = _device(cfg)
     pipe = _load_vision(cfg, device)
     generator = _load_language(cfg, device) if cfg.mode == "pairs" else None
-    reference = ReferenceIndex.from_index(load_table(cfg.data)) if cfg.vision.reference else None
+    # references come from the images the backbone was trained on (DESIGN 1.1: PA train split)
+    reference = ReferenceIndex.from_index(vision_train(load_table(cfg.data))) if cfg.vision.reference else None
     bar = tqdm(total=len(items), desc="generate", disable=not show_progress, dynamic_ncols=True)
     for batch in _batches(items, cfg.batch_size):
         labels = [item["labels"] for item in batch]
