@@ -37,6 +37,7 @@ COMMANDS = {
         Command("evaluate", "evaluate", "cxr_irgen.eval.evaluate:run", "Score generated images/reports: FID, PSNR/SSIM, AUROC, BLEU/ROUGE/CIDEr, CheXpert F1"),
         Command("label-reports", "label_reports", "cxr_irgen.eval.labeler:run", "Label free-text reports with the in-house CheXpert labeler (CSV in, CSV out)"),
         Command("train-classifier", "train_classifier", "cxr_irgen.eval.classifier:run", "Train an XRV-architecture DenseNet classifier for the AUROC protocol"),
+        Command("check-weights", "check_weights", "cxr_irgen.weights:run", "Check a weights folder (weights.root=DIR from scripts/fetch_weights.py): manifest, configs, ready recipes"),
     )
 }
 
@@ -84,18 +85,22 @@ def _load_task(target: str):
 
 
 def _check_overrides(command: Command, overrides: list[str]) -> None:
-    """Compose the config once up front so a bad override fails as one line, not Hydra's report."""
+    """Compose the config once up front so a bad override fails as one line, not Hydra's report; with
+    ``weights.root`` set, the pretrained parts the command will load are checked here, before any run dir exists."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
+
+    from cxr_irgen.weights import require_weights
 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            compose(command.config, overrides=overrides)
+            cfg = compose(command.config, overrides=overrides)
     except Exception as err:  # Hydra/OmegaConf composition errors
         raise UserError(" ".join(str(err).split())) from None
     finally:
         GlobalHydra.instance().clear()
+    require_weights(cfg)
 
 
 def run_command(name: str, argv: list[str]) -> None:
