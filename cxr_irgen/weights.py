@@ -192,13 +192,24 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _vocab_size(folder: Path) -> int:
+    """Tokens of a saved tokenizer (``vocab.json``, ``vocab.txt`` or ``tokenizer.json``) plus its added tokens, without building it."""
+    added = len(_json(folder / "added_tokens.json")) if (folder / "added_tokens.json").is_file() else 0
+    if (folder / "vocab.json").is_file():
+        return len(_json(folder / "vocab.json")) + added
+    if (folder / "vocab.txt").is_file():
+        return len((folder / "vocab.txt").read_text(encoding="utf-8").splitlines()) + added
+    spec = _json(folder / "tokenizer.json")
+    return len(set(spec["model"]["vocab"]) | {t["content"] for t in spec.get("added_tokens", [])})
+
+
 def _check_sd(root: Path) -> list[str]:
-    from transformers import CLIPTextConfig, CLIPTokenizer
+    from transformers import CLIPTextConfig
 
     sd = root / PARTS["stable-diffusion-v1-4"].path
     unet, vae = _json(sd / "unet/config.json"), _json(sd / "vae/config.json")
     text = CLIPTextConfig.from_pretrained(str(sd / "text_encoder"))
-    tokenizer = CLIPTokenizer.from_pretrained(str(sd / "tokenizer"))
+    tokens = _vocab_size(sd / "tokenizer")
     out = []
     if unet.get("_class_name") != "UNet2DConditionModel" or vae.get("_class_name") != "AutoencoderKL":
         out.append(f"config: {sd.name} unet/vae are {unet.get('_class_name')}/{vae.get('_class_name')}, not UNet2DConditionModel/AutoencoderKL")
@@ -206,8 +217,8 @@ def _check_sd(root: Path) -> list[str]:
         out.append(f"config: {sd.name} unet cross_attention_dim {unet.get('cross_attention_dim')} != text_encoder hidden_size {text.hidden_size}")
     if unet.get("in_channels") != vae.get("latent_channels"):
         out.append(f"config: {sd.name} unet in_channels {unet.get('in_channels')} != vae latent_channels {vae.get('latent_channels')}")
-    if len(tokenizer) > text.vocab_size:
-        out.append(f"config: {sd.name} tokenizer has {len(tokenizer)} tokens, text_encoder vocab_size {text.vocab_size}")
+    if tokens > text.vocab_size:
+        out.append(f"config: {sd.name} tokenizer has {tokens} tokens, text_encoder vocab_size {text.vocab_size}")
     return out
 
 
@@ -232,14 +243,18 @@ def _check_clip(name: str, output: str) -> Callable[[Path], list[str]]:
     return check
 
 
-def _check_bart(root: Path) -> list[str]:
-    from transformers import AutoTokenizer, BartConfig
+def _check_vocab(name: str, config_class: str) -> Callable[[Path], list[str]]:
+    """The model config loads and its embedding covers every token of the saved tokenizer."""
 
-    folder = root / PARTS["bart-base"].path
-    config, tokenizer = BartConfig.from_pretrained(str(folder)), AutoTokenizer.from_pretrained(str(folder))
-    if len(tokenizer) > config.vocab_size:
-        return [f"config: bart-base tokenizer has {len(tokenizer)} tokens, the model {config.vocab_size}"]
-    return []
+    def check(root: Path) -> list[str]:
+        import transformers
+
+        folder = root / PARTS[name].path
+        config = getattr(transformers, config_class).from_pretrained(str(folder))
+        tokens = _vocab_size(folder)
+        return [] if tokens <= config.vocab_size else [f"config: {name} tokenizer has {tokens} tokens, the model {config.vocab_size}"]
+
+    return check
 
 
 def _check_xrv(root: Path) -> list[str]:
@@ -302,14 +317,6 @@ def _check_chexbert(root: Path) -> list[str]:
     return []
 
 
-def _check_bert(root: Path) -> list[str]:
-    from transformers import BertConfig, BertTokenizer
-
-    folder = root / PARTS["bert-base-uncased"].path
-    config, tokenizer = BertConfig.from_pretrained(str(folder)), BertTokenizer.from_pretrained(str(folder))
-    return [] if len(tokenizer) <= config.vocab_size else [f"config: bert-base-uncased vocab.txt has {len(tokenizer)} tokens, the model {config.vocab_size}"]
-
-
 def _check_json(name: str, config: str) -> Callable[[Path], list[str]]:
     def check(root: Path) -> list[str]:
         _json(root / PARTS[name].path / config)
@@ -322,12 +329,12 @@ CONFIG_CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "stable-diffusion-v1-4": _check_sd,
     "clip-vit-large-patch14": _check_clip("clip-vit-large-patch14", "projected"),
     "clip-vit-base-patch32": _check_clip("clip-vit-base-patch32", "pooled"),
-    "bart-base": _check_bart,
+    "bart-base": _check_vocab("bart-base", "BartConfig"),
     "xrv-densenet121-res224-all": _check_xrv,
     "inception-fid": _check_inception,
     "uvit-l2": _check_uvit,
     "chexbert": _check_chexbert,
-    "bert-base-uncased": _check_bert,
+    "bert-base-uncased": _check_vocab("bert-base-uncased", "BertConfig"),
     "timm-densenet121": _check_json("timm-densenet121", "config.json"),
     "timm-resnet101": _check_json("timm-resnet101", "config.json"),
     "timm-convnext-small": _check_json("timm-convnext-small", "config.json"),
@@ -381,15 +388,20 @@ UNUSED_WHEN: dict[str, Callable] = {
 
 
 def _strings(node, key: str, cfg) -> Iterator[str]:
-    """Every string value of a resolved config container, skipping the subtrees ``cfg`` does not use."""
+    """Every string value of a config, skipping the subtrees ``cfg`` does not use and values that cannot resolve here."""
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.errors import OmegaConfBaseException
+
     if key in UNUSED_WHEN and UNUSED_WHEN[key](cfg):
         return
-    if isinstance(node, dict):
-        for child, value in node.items():
-            yield from _strings(value, f"{key}.{child}" if key else str(child), cfg)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _strings(value, key, cfg)
+    if isinstance(node, (DictConfig, ListConfig)):
+        is_dict = isinstance(node, DictConfig)
+        for child in node.keys() if is_dict else range(len(node)):
+            try:
+                value = node[child]
+            except OmegaConfBaseException:  # e.g. ${hydra:...} outside a Hydra run
+                continue
+            yield from _strings(value, (f"{key}.{child}" if key else str(child)) if is_dict else key, cfg)
     elif isinstance(node, str):
         yield node
 
@@ -408,7 +420,7 @@ def parts_in_use(cfg, root: str | Path) -> list[str]:
         saved = Path(str(_select(cfg, key))) / "config.yaml" if _select(cfg, key) else None
         if saved is not None and saved.is_file():
             configs.append(OmegaConf.load(saved))
-    values = {value for c in configs for value in _strings(OmegaConf.to_container(c, resolve=True), "", c)}
+    values = {value for c in configs for value in _strings(c, "", c)}
     return [name for name, part in PARTS.items() if any(v == str(root / part.path) or v.startswith(f"{root / part.path}/") for v in values)]
 
 

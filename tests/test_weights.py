@@ -36,7 +36,7 @@ INCEPTION = Path(PARTS["inception-fid"].path).name
 def _stage_sd(folder: Path, text_width: int = 16) -> None:
     """Tiny SD v1.4 layout: unet (cross-attention = text width), vae (4 latent channels), CLIP text encoder, CLIP BPE tokenizer."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     from cxr_irgen.vision.encoders import openclip_tokenizer_dir
 
@@ -47,7 +47,7 @@ def _stage_sd(folder: Path, text_width: int = 16) -> None:
     ).save_pretrained(folder / "unet")
     AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, layers_per_block=1, latent_channels=4).save_pretrained(folder / "vae")
     CLIPTextModel(CLIPTextConfig(hidden_size=text_width, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, projection_dim=text_width)).save_pretrained(folder / "text_encoder")
-    CLIPTokenizer.from_pretrained(str(openclip_tokenizer_dir())).save_pretrained(str(folder / "tokenizer"))
+    shutil.copytree(openclip_tokenizer_dir(), folder / "tokenizer")  # vocab.json, merges.txt, tokenizer_config.json as on the hub
     (folder / "safety_checker").mkdir()
     (folder / "safety_checker" / "model.safetensors").write_bytes(b"not wanted")
 
@@ -71,28 +71,30 @@ def _stage_bart(folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
-def _xrv_pickle(path: Path) -> torch.nn.Module:
-    """torchxrayvision's release format: the whole DenseNet-121 pickled (random weights here)."""
-    import torchxrayvision as xrv
-
-    torch.manual_seed(0)
-    model = xrv.models.DenseNet(weights=None).eval()
-    torch.save(model, path)
-    return model
-
-
 def _install(root: Path, name: str, staged: Path) -> None:
     fetch.record(root, PARTS[name], fetch.install(PARTS[name], staged, root))
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
+def xrv_release(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    """torchxrayvision's release format: the whole DenseNet-121 pickled (random weights here), and that model."""
+    import torchxrayvision as xrv
+
+    torch.manual_seed(0)
+    model = xrv.models.DenseNet(weights=None).eval()
+    path = tmp_path_factory.mktemp("release") / "xrv.pt"
+    torch.save(model, path)
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory, xrv_release) -> Path:
     """A paper-unet tree written by the script's install/convert/record code from tiny random models."""
     staging, root = tmp_path_factory.mktemp("staging"), tmp_path_factory.mktemp("models")
     for name, stage in (("stable-diffusion-v1-4", _stage_sd), ("clip-vit-large-patch14", _stage_clip), ("bart-base", _stage_bart)):
         stage(staging / name)
         _install(root, name, staging / name)
-    _xrv_pickle(staging / "xrv.pt")
+    shutil.copy(xrv_release[0], staging / "xrv.pt")
     _install(root, "xrv-densenet121-res224-all", staging / "xrv.pt")
     torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 3, 3)}, staging / INCEPTION)
     _install(root, "inception-fid", staging / INCEPTION)
@@ -170,15 +172,15 @@ def test_commands_check_their_parts_before_loading(copy, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_xrv_conversion_loads_strictly_with_the_same_outputs(tmp_path):
+def test_xrv_conversion_loads_strictly_with_the_same_outputs(tree, xrv_release):
+    """The release file is refused by eval.xrv_weights; the converted one loads strictly and computes the same features."""
     from cxr_irgen.errors import UserError
     from cxr_irgen.eval.classifier import Classifier
 
-    original = _xrv_pickle(tmp_path / "release.pt")
+    release, original = xrv_release
     with pytest.raises(UserError, match="not a plain state dict"):
-        Classifier.from_xrv_weights(tmp_path / "release.pt")  # the release file itself is refused
-    out = fetch.convert_xrv(tmp_path / "release.pt", tmp_path / "xrv" / "densenet121-res224-all.safetensors")
-    classifier = Classifier.from_xrv_weights(out)
+        Classifier.from_xrv_weights(release)
+    classifier = Classifier.from_xrv_weights(tree / PARTS["xrv-densenet121-res224-all"].path)
     images = torch.rand(2, 1, 224, 224)
     with torch.no_grad():
         expected = original.features2(images * 2048 - 1024)
@@ -236,9 +238,11 @@ def _compose(config: str, overrides: list[str]):
 def test_weights_root_resolves_every_key():
     from omegaconf import OmegaConf
 
-    for config, overrides, key, part in KEYS:
-        assert OmegaConf.select(_compose(config, [*overrides, f"weights.root={ROOT}"]), key) == f"{ROOT}/{PARTS[part].path}", key
-        assert OmegaConf.select(_compose(config, overrides), key) == DEFAULTS.get(part), key
+    for config, overrides in dict.fromkeys((config, tuple(overrides)) for config, overrides, _, _ in KEYS):
+        rooted, plain = _compose(config, [*overrides, f"weights.root={ROOT}"]), _compose(config, list(overrides))
+        for key, part in [(k, p) for c, o, k, p in KEYS if (c, tuple(o)) == (config, overrides)]:
+            assert OmegaConf.select(rooted, key) == f"{ROOT}/{PARTS[part].path}", key
+            assert OmegaConf.select(plain, key) == DEFAULTS.get(part), key
     single = _compose("train_vision", [f"weights.root={ROOT}", "vision.model.image_encoder.pretrained=/elsewhere/clip"])
     assert single.vision.model.image_encoder.pretrained == "/elsewhere/clip"  # an individual key still wins
     assert single.vision.model.vae.pretrained == f"{ROOT}/stable-diffusion-v1-4"
@@ -254,3 +258,19 @@ def test_no_pretrained_path_in_configs_bypasses_weights_root():
             if match and match.group(2) not in ("null", "openclip") and not match.group(2).startswith("${weights_path:"):
                 offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_commands_need_only_the_parts_they_load(tmp_path):
+    """The pre-load check covers the parts a command's settings use, and for generate those of its run dirs."""
+    from omegaconf import OmegaConf
+
+    from cxr_irgen.weights import parts_in_use
+
+    root = f"weights.root={ROOT}"
+    assert parts_in_use(_compose("train_vision", [root, "experiment=paper_uvit_5k_text"]), ROOT) == ["stable-diffusion-v1-4", "uvit-l2"]
+    assert parts_in_use(_compose("train_language", [root, "stage=prior"]), ROOT) == ["clip-vit-large-patch14"]
+    assert parts_in_use(_compose("evaluate", [root, "eval.fid.features=inception"]), ROOT) == ["inception-fid"]
+    vision_run = tmp_path / "vision_run"
+    vision_run.mkdir()
+    OmegaConf.save(OmegaConf.to_container(_compose("train_vision", [root]), resolve=True), vision_run / "config.yaml")
+    assert parts_in_use(_compose("generate", [root, f"vision.checkpoint={vision_run}"]), ROOT) == ["stable-diffusion-v1-4", "clip-vit-large-patch14"]
