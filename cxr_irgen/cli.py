@@ -119,8 +119,11 @@ def run_command(name: str, argv: list[str]) -> None:
 
     def task(cfg: DictConfig) -> None:
         from cxr_irgen.utils.rundir import start_run
+        from cxr_irgen.weights import require_weights
 
         try:
+            if multirun:  # single runs were checked before Hydra started
+                require_weights(cfg)
             start_run(cfg)
             _load_task(command.target)(cfg)
         except UserError as err:

@@ -128,10 +128,10 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def manifest_entries(root: Path, part: Part, files: list[str]) -> list[dict]:
+def manifest_entries(root: Path, part: Part, files: list[str], source: str | None = None) -> list[dict]:
     """Manifest rows (file, sha256, size, source, licence, part) of ``files`` (relative to ``root``)."""
     return [
-        {"file": rel, "sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size, "source": part.source, "licence": part.licence, "part": part.name}
+        {"file": rel, "sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size, "source": source or part.source, "licence": part.licence, "part": part.name}
         for rel in sorted(files)
     ]
 

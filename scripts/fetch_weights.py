@@ -125,10 +125,10 @@ def install(part: Part, staged: Path, root: Path) -> list[str]:
     return files
 
 
-def record(root: Path, part: Part, files: list[str]) -> None:
-    """Replace the part's rows of ``manifest.json`` with the hashes of ``files``."""
+def record(root: Path, part: Part, files: list[str], source: str | None = None) -> None:
+    """Replace the part's rows of ``manifest.json`` with the hashes of ``files`` (``source``: where they came from, if not ``part.source``)."""
     entries = read_manifest(root) if (root / MANIFEST).is_file() else []
-    write_manifest(root, [e for e in entries if e["part"] != part.name] + manifest_entries(root, part, files))
+    write_manifest(root, [e for e in entries if e["part"] != part.name] + manifest_entries(root, part, files, source))
 
 
 def is_installed(root: Path, name: str) -> bool:
@@ -157,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{name}: from {part.source} ({part.licence})", flush=True)
         try:
-            staged = root / part.path if name == "uvit-l2" and not args.uvit_url and (root / part.path).is_file() else download(part, root / STAGING, urls)
-            record(root, part, install(part, staged, root))
+            placed = name == "uvit-l2" and not args.uvit_url and (root / part.path).is_file()  # put there by hand
+            staged = root / part.path if placed else download(part, root / STAGING, urls)
+            source = "placed by hand" if placed else f"url:{urls[name]}" if name in urls else None
+            record(root, part, install(part, staged, root), source)
         except (UserError, OSError) as err:
             print(f"{name}: FAILED: {err}", file=sys.stderr, flush=True)
             failed.append(name)
