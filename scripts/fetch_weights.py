@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             staged = root / part.path if placed else download(part, root / STAGING, urls)
             source = "placed by hand" if placed else f"url:{urls[name]}" if name in urls else None
             record(root, part, install(part, staged, root), source)
-        except (UserError, OSError) as err:
-            print(f"{name}: FAILED: {err}", file=sys.stderr, flush=True)
+        except Exception as err:  # hub, network and conversion errors come in many types; the next run retries the part
+            print(f"{name}: FAILED: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
             failed.append(name)
     if not failed:
         shutil.rmtree(root / STAGING, ignore_errors=True)

@@ -172,6 +172,13 @@ def test_commands_check_their_parts_before_loading(copy, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_check_weights_without_manifest_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["check-weights", f"weights.root={tmp_path}", f"output_root={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and f"no {MANIFEST} in {tmp_path}" in err[0] and "fetch_weights.py" in err[0]
+
+
 def test_xrv_conversion_loads_strictly_with_the_same_outputs(tree, xrv_release):
     """The release file is refused by eval.xrv_weights; the converted one loads strictly and computes the same features."""
     from cxr_irgen.errors import UserError
