@@ -274,14 +274,17 @@ def _check_xrv(root: Path) -> list[str]:
 
 
 def _mapped_state(path: Path) -> dict | None:
-    """A torch state dict opened with ``mmap`` (no tensor data read) and ``weights_only``; None when not a dict."""
+    """A torch state dict read with ``weights_only``, memory-mapped (no tensor data read) unless the file
+    predates torch's zip format; None when it is not a plain dict."""
     import torch
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # pickled objects and corrupt archives raise many types
-        return None
-    return state if isinstance(state, dict) else None
+    for mmap in (True, False):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            return state if isinstance(state, dict) else None
+        except Exception:  # legacy archives refuse mmap; pickled objects and corrupt files raise many types
+            continue
+    return None
 
 
 def _check_inception(root: Path) -> list[str]:

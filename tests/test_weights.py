@@ -281,3 +281,31 @@ def test_commands_need_only_the_parts_they_load(tmp_path):
     vision_run.mkdir()
     OmegaConf.save(OmegaConf.to_container(_compose("train_vision", [root]), resolve=True), vision_run / "config.yaml")
     assert parts_in_use(_compose("generate", [root, f"vision.checkpoint={vision_run}"]), ROOT) == ["stable-diffusion-v1-4", "clip-vit-large-patch14"]
+
+
+def test_uvit_and_chexbert_configs_are_checked_against_the_model_configs(tmp_path):
+    """Single-file parts: U-ViT-L/2 shapes against configs/vision/model/uvit-l2.yaml, CheXbert heads against BERT's width."""
+    from transformers import BertConfig
+
+    root, staging = tmp_path / "models", tmp_path / "staging"
+    staging.mkdir()
+    blocks = {f"in_blocks.{i}.norm1.weight": torch.zeros(1) for i in range(10)}
+    torch.save({"patch_embed.proj.weight": torch.zeros(1024, 4, 2, 2), **blocks}, staging / "uvit.pth")
+    torch.save({"model_state_dict": {"module.linear_heads.0.weight": torch.zeros(4, 16)}}, staging / "chexbert.pth")
+    BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=5).save_pretrained(staging / "bert")
+    (staging / "bert" / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    for name, staged in (("uvit-l2", "uvit.pth"), ("chexbert", "chexbert.pth"), ("bert-base-uncased", "bert")):
+        _install(root, name, staging / staged)
+    assert not _lines(check_tree(root, ["uvit-l2", "chexbert", "bert-base-uncased"]))
+
+    torch.save({"patch_embed.proj.weight": torch.zeros(768, 4, 2, 2), **blocks}, staging / "uvit-b.pth")
+    (root / PARTS["uvit-l2"].path).unlink()
+    _install(root, "uvit-l2", staging / "uvit-b.pth")
+    torch.save({"model_state_dict": {"module.linear_heads.0.weight": torch.zeros(4, 8)}}, staging / "chexbert-8.pth")
+    (root / PARTS["chexbert"].path).unlink()
+    _install(root, "chexbert", staging / "chexbert-8.pth")
+    lines = _lines(check_tree(root, ["uvit-l2", "chexbert", "bert-base-uncased"]))
+    assert lines == [
+        "config: uvit-l2 has patch_embed (768, 4, 2, 2) and 10 in_blocks; configs/vision/model/uvit-l2.yaml needs (1024, 4, 2, 2) and 10",
+        "config: chexbert heads read 8-d states, bert-base-uncased is 16-d",
+    ]
