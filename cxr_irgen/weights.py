@@ -163,7 +163,7 @@ def _file_problems(root: Path, entry: dict, hashes: bool) -> list[str]:
         kind = "truncated" if size < entry["size"] else "wrong size"
         return [f"{kind}: {entry['file']} has {size} of {entry['size']} bytes ({entry['part']})"]
     if hashes and sha256_file(path) != entry["sha256"]:
-        return [f"wrong hash: {entry['file']} (sha256 differs from {MANIFEST}; copy it again) ({entry['part']})"]
+        return [f"wrong hash: {entry['file']} (sha256 differs from {MANIFEST}: copy it again; {entry['part']})"]
     return []
 
 
