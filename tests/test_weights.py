@@ -256,13 +256,15 @@ def test_weights_root_resolves_every_key():
 
 
 def test_no_pretrained_path_in_configs_bypasses_weights_root():
-    """Every pretrained-path key in configs/ with a value either is null or goes through ${weights_path:...}."""
-    keys = re.compile(r"^\s*(pretrained|tokenizer|checkpoint|xrv_weights|inception_weights|bert_dir):\s*([^#\s]+)")
+    """Every pretrained-path key in configs/ holding a hub id or a weights file goes through ${weights_path:...}."""
+    keys = re.compile(r"^\s*(pretrained|tokenizer|checkpoint|weights|xrv_weights|inception_weights|bert_dir):\s*([^#\s]+)")
     offenders = []
     for path in sorted((REPO / "configs").rglob("*.yaml")):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             match = keys.match(line)
-            if match and match.group(2) not in ("null", "openclip") and not match.group(2).startswith("${weights_path:"):
+            value = match.group(2) if match else ""
+            is_path = "/" in value or re.search(r"\.(pth?|safetensors|bin|ckpt)$", value)
+            if is_path and not value.startswith("${weights_path:"):
                 offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not offenders, offenders
 
