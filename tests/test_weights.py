@@ -102,7 +102,7 @@ def tree(tmp_path_factory, xrv_release) -> Path:
 
 
 @pytest.fixture
-def copy(tree, tmp_path) -> Path:
+def tree_copy(tree, tmp_path) -> Path:
     return Path(shutil.copytree(tree, tmp_path / "models"))
 
 
@@ -130,8 +130,8 @@ def test_script_tree_passes_check_weights(tree, tmp_path, capsys):
     ("flip", r"^wrong hash: bart-base/model\.safetensors"),
     ("remove", r"^missing: bart-base/ \(bart-base; \d+ files\)"),
 ])
-def test_damaged_tree_one_line_each(copy, damage, expected):
-    path = copy / "bart-base" / "model.safetensors"
+def test_damaged_tree_one_line_each(tree_copy, damage, expected):
+    path = tree_copy / "bart-base" / "model.safetensors"
     data = bytearray(path.read_bytes())
     if damage == "truncate":
         path.write_bytes(data[: len(data) // 2])
@@ -139,33 +139,33 @@ def test_damaged_tree_one_line_each(copy, damage, expected):
         data[-1] ^= 0xFF
         path.write_bytes(bytes(data))
     else:
-        shutil.rmtree(copy / "bart-base")
-    problems = check_tree(copy, ["stable-diffusion-v1-4", "clip-vit-large-patch14", "bart-base", "xrv-densenet121-res224-all", "inception-fid"])
+        shutil.rmtree(tree_copy / "bart-base")
+    problems = check_tree(tree_copy, ["stable-diffusion-v1-4", "clip-vit-large-patch14", "bart-base", "xrv-densenet121-res224-all", "inception-fid"])
     lines = _lines(problems)
     assert len(lines) == 1 and re.match(expected, lines[0]), lines
     assert ready_recipes(problems) == ["eval-only"]
 
 
-def test_check_weights_exit_status_and_config_mismatch(copy, tmp_path, capsys):
+def test_check_weights_exit_status_and_config_mismatch(tree_copy, tmp_path, capsys):
     """A CLIP whose projection does not fit the SD text width is caught from its config; exit status 1."""
-    shutil.rmtree(copy / "clip-vit-large-patch14")
+    shutil.rmtree(tree_copy / "clip-vit-large-patch14")
     _stage_clip(tmp_path / "clip8", projection_dim=8)
-    _install(copy, "clip-vit-large-patch14", tmp_path / "clip8")
+    _install(tree_copy, "clip-vit-large-patch14", tmp_path / "clip8")
     with pytest.raises(SystemExit) as exit_:
-        main(["check-weights", f"weights.root={copy}", f"output_root={tmp_path / 'out'}"])
+        main(["check-weights", f"weights.root={tree_copy}", f"output_root={tmp_path / 'out'}"])
     assert exit_.value.code == 1
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("config: clip-vit-large-patch14 projected image embedding is 8-d but the SD text encoder is 16-d")
     assert out[-1] == "ready recipes: eval-only" and len(out) == 3
 
 
-def test_commands_check_their_parts_before_loading(copy, tmp_path, capsys):
+def test_commands_check_their_parts_before_loading(tree_copy, tmp_path, capsys):
     """train-vision with a damaged SD unet stops with one line and status 2, before any run dir exists."""
-    unet = copy / "stable-diffusion-v1-4" / "unet" / "diffusion_pytorch_model.safetensors"
+    unet = tree_copy / "stable-diffusion-v1-4" / "unet" / "diffusion_pytorch_model.safetensors"
     unet.write_bytes(unet.read_bytes()[:100])
     out = tmp_path / "outputs"
     with pytest.raises(SystemExit) as exit_:
-        main(["train-vision", f"weights.root={copy}", f"output_root={out}"])
+        main(["train-vision", f"weights.root={tree_copy}", f"output_root={out}"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "truncated: stable-diffusion-v1-4/unet/diffusion_pytorch_model.safetensors" in err[0]
