@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_irgen.eval.kid import kid_from_features, mmd2_unbiased
-from cxr_irgen.eval.prdc import prdc
+from cxr_irgen.eval import kid_from_features, prdc_from_features  # the public API
+from cxr_irgen.eval.kid import mmd2_unbiased
 
 
 def test_kid_matches_torch_fidelity():
@@ -62,12 +62,12 @@ def test_prdc_on_constructed_clusters_with_known_answers():
     shrunk = centre + 0.9 * (real[:6] - centre)
     tiny = _simplex(100.0, 0.1) - _simplex(100.0, 0.1).mean(0) + real[6:12].mean(0)
     outliers = _simplex(1000.0, 1.0, axis=2)
-    result = prdc(np.concatenate([shrunk, tiny, outliers]), real, k=5)
+    result = prdc_from_features(np.concatenate([shrunk, tiny, outliers]), real, k=5)
     assert result["precision"] == pytest.approx(2 / 3)
     assert result["recall"] == pytest.approx(1 / 4)
     assert result["density"] == pytest.approx(0.8)
     assert result["coverage"] == pytest.approx(0.5)
-    identical = prdc(real, real, k=5)
+    identical = prdc_from_features(real, real, k=5)
     assert identical["precision"] == identical["recall"] == identical["coverage"] == 1.0
 
 
@@ -83,7 +83,7 @@ def test_prdc_matches_a_plain_loop_over_the_published_formulas():
         "density": sum(dist(y, x) < r for y in fake for x, r in zip(real, r_real)) / (k * len(fake)),
         "coverage": np.mean([min(dist(x, y) for y in fake) < r for x, r in zip(real, r_real)]),
     }
-    result = prdc(fake, real, k=k)
+    result = prdc_from_features(fake, real, k=k)
     for key, value in expected.items():
         assert result[key] == pytest.approx(value, abs=1e-12), key
     assert all(0 < result[key] < 1 for key in ("precision", "recall", "coverage")), result
@@ -91,4 +91,4 @@ def test_prdc_matches_a_plain_loop_over_the_published_formulas():
 
 def test_prdc_needs_more_than_k_points():
     with pytest.raises(ValueError, match="more than k points"):
-        prdc(np.zeros((5, 2)), np.zeros((10, 2)), k=5)
+        prdc_from_features(np.zeros((5, 2)), np.zeros((10, 2)), k=5)

@@ -32,7 +32,7 @@ def kth_neighbour_radii(x: np.ndarray, k: int) -> np.ndarray:
     return np.partition(distances, k - 1, axis=1)[:, k - 1]
 
 
-def prdc(generated: np.ndarray, real: np.ndarray, k: int = NEAREST_K) -> dict:
+def prdc_from_features(generated: np.ndarray, real: np.ndarray, k: int = NEAREST_K) -> dict:
     """``{"precision", "recall", "density", "coverage", "k", "n_generated", "n_real"}`` of (M, D) generated vs (N, D) real features."""
     generated, real = np.asarray(generated, np.float64), np.asarray(real, np.float64)
     if generated.ndim != 2 or real.ndim != 2 or generated.shape[1] != real.shape[1]:
