@@ -172,7 +172,7 @@ def _memorisation(cfg, extractor, gen: ImageSource, gen_features: np.ndarray, st
     train_features = _embed(extractor, training, cfg, state, "memorisation: training features")
     small = lambda source: ImageSource(source.paths, int(mem.ssim_resolution)).load(range(len(source.paths)))
     out = nearest_training_images(gen_features, train_features, small(gen), small(training), gen.paths, training.paths,
-                       float(mem.cosine_threshold), float(mem.ssim_threshold), int(mem.top))
+                                  float(mem.cosine_threshold), float(mem.ssim_threshold), int(mem.top))
     return {**out, "feature_extractor": extractor.name, "training_split": "train"}
 
 
