@@ -50,16 +50,26 @@ def _synthetic_folder(root, out):
     return len(rows)
 
 
+UTILITY = ["eval.utility.test_split=validate", "eval.utility.resolution=48", "eval.utility.n_bootstrap=50",
+           "eval.utility.classifier.growth_rate=8", "eval.utility.classifier.block_config=[2,2,2]",
+           "eval.utility.classifier.num_init_features=16", "eval.utility.trainer.max_steps=80", "eval.utility.trainer.batch_size=16"]
+
+
 def test_utility_end_to_end_on_phantoms(tmp_path):
+    """Real phantoms (seed 0) as the data; a second phantom set (seed 1) as the "generator". Control: the same synthetic
+    images with their label rows shuffled must train a clearly worse classifier than with their own labels."""
+    from hydra import compose, initialize_config_module
+
+    from cxr_irgen.data.labels import CHEXPERT_LABELS
+    from cxr_irgen.data.mimic import load_index
     from cxr_irgen.data.phantoms import make_phantoms
+    from cxr_irgen.eval.utility import bootstrap_auroc, score_images, train_classifier
 
     real = make_phantoms(tmp_path / "real", n=240, seed=0, size=48)
-    n_synthetic = _synthetic_folder(make_phantoms(tmp_path / "other", n=120, seed=1, size=48), tmp_path / "synthetic")
+    other = make_phantoms(tmp_path / "other", n=120, seed=1, size=48)
+    n_synthetic = _synthetic_folder(other, tmp_path / "synthetic")
     run_command("evaluate", [f"generated={tmp_path / 'synthetic'}", f"data.root={real}", "eval.metrics=[utility]", "eval.utility.ratios=[1.0]",
-                             "eval.utility.test_split=validate", "eval.utility.resolution=48", "eval.utility.n_bootstrap=50",
-                             "eval.utility.classifier.growth_rate=8", "eval.utility.classifier.block_config=[2,2,2]",
-                             "eval.utility.classifier.num_init_features=16", "eval.utility.trainer.max_steps=80",
-                             "eval.utility.trainer.batch_size=16", f"hydra.run.dir={tmp_path / 'ev'}"])
+                             *UTILITY, f"hydra.run.dir={tmp_path / 'ev'}"])
     result = json.loads((tmp_path / "ev" / "metrics.json").read_text())["utility"]
     rows = {row["training_set"]: row for row in result["rows"]}
     assert list(rows) == ["real", "synthetic", "real+synthetic@1"]
@@ -68,7 +78,20 @@ def test_utility_end_to_end_on_phantoms(tmp_path):
     for row in rows.values():
         for entry in [*row["per_class"].values(), row["mean"]]:
             assert entry["ci95"][0] <= entry["auroc"] <= entry["ci95"][1]
-    print({name: round(row["mean"]["auroc"], 3) for name, row in rows.items()})
-    assert rows["real"]["mean"]["auroc"] > 0.6
     table = (tmp_path / "ev" / "utility.md").read_text()
     assert "| real+synthetic@1 |" in table and "95% bootstrap CI" in table
+
+    with initialize_config_module("cxr_irgen.configs", version_base="1.3"):
+        util = compose("evaluate", overrides=UTILITY).eval.utility
+    index = load_index(other)
+    synthetic = index[(index["split"] == "train") & index["view"].isin(["PA", "AP"])].reset_index(drop=True)
+    labels = synthetic[list(CHEXPERT_LABELS)].to_numpy()
+    shuffled = synthetic.copy()
+    shuffled[list(CHEXPERT_LABELS)] = labels[np.random.default_rng(0).permutation(len(labels))]
+    test = load_index(real)
+    test = test[(test["split"] == "validate") & test["view"].isin(["PA", "AP"])].reset_index(drop=True)
+    control = bootstrap_auroc(test[list(CHEXPERT_LABELS)].to_numpy(np.float32),
+                              score_images(train_classifier(shuffled, util, 1234, tmp_path / "shuffled"), test["image_path"].tolist()), 10, 0)
+    print({**{name: round(row["mean"]["auroc"], 3) for name, row in rows.items()}, "synthetic, shuffled labels": round(control["mean"]["auroc"], 3)})
+    assert rows["synthetic"]["mean"]["auroc"] > control["mean"]["auroc"] + 0.1
+    assert rows["real"]["mean"]["auroc"] > control["mean"]["auroc"] + 0.1

@@ -97,7 +97,8 @@ def train_classifier(table: pd.DataFrame, cfg, seed: int, run_dir: Path):
     return Classifier(accelerator.unwrap_model(model).cpu().eval(), list(CHEXPERT_LABELS), int(cfg.resolution), run_dir.name, arch)
 
 
-def _scores(classifier, paths: list[str], batch_size: int = 64) -> np.ndarray:
+def score_images(classifier, paths: list[str], batch_size: int = 64) -> np.ndarray:
+    """(N, 14) classifier outputs for the images at ``paths``."""
     from cxr_irgen.data.imageio import read_image
 
     out = []
@@ -124,7 +125,7 @@ def downstream_utility(real_train: pd.DataFrame, synthetic: pd.DataFrame, real_t
             n_real = min(len(table), len(real_train)) if name != "synthetic" else 0
             log.info("utility: training on %s (%d images)", name, len(table))
             classifier = train_classifier(table, cfg, seed, Path(scratch) / name.replace("@", "_").replace("+", "_"))
-            scores = _scores(classifier, real_test["image_path"].tolist())
+            scores = score_images(classifier, real_test["image_path"].tolist())
             rows.append({"training_set": name, "n_real": n_real, "n_synthetic": len(table) - n_real,
                          **bootstrap_auroc(test_labels, scores, int(cfg.n_bootstrap), seed)})
     return {"rows": rows, "n_test": len(real_test), "resolution": int(cfg.resolution), "steps": int(cfg.trainer.max_steps),
