@@ -6,6 +6,9 @@ Computes what applies to the inputs (``eval.metrics`` lists what may run):
 metric       needs                                           against
 ===========  ==============================================  ====================================
 fid          generated images                                ``eval.real.n`` real images (seeded)
+kid, prdc    generated images (same features as fid)        the same real images
+memorisation generated images                                ``eval.memorisation.n_train`` training images
+utility      generated images with labels                    classifiers trained with them, on real test images
 psnr_ssim    generated images with labels                    a real image with the same labels
 diversity    ≥ 2 generated images with the same labels       each other (MS-SSIM)
 auroc        images with labels + ``eval.auroc.classifier``  the same protocol on real images
@@ -39,8 +42,9 @@ from cxr_irgen.errors import UserError
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fid", "psnr_ssim", "diversity", "auroc", "text", "chexpert_f1", "guards")
-IMAGE_METRICS = {"fid", "psnr_ssim", "diversity", "auroc"}
+METRICS = ("fid", "kid", "prdc", "memorisation", "utility", "psnr_ssim", "diversity", "auroc", "text", "chexpert_f1", "guards")
+FEATURE_METRICS = {"fid", "kid", "prdc"}
+IMAGE_METRICS = FEATURE_METRICS | {"memorisation", "utility", "psnr_ssim", "diversity", "auroc"}
 
 
 def run_shard(fn: Callable[[list[int]], Sequence], n_items: int, batch_size: int, desc: str, state) -> dict[int, object]:
@@ -78,8 +82,15 @@ class ImageSource:
 
     def load(self, indices: Sequence[int]) -> torch.Tensor:
         from cxr_irgen.data.imageio import read_image
+        from cxr_irgen.eval.image_metrics import check_unit_images
 
-        return torch.stack([read_image(self.paths[i], self.resolution) for i in indices])
+        images = []
+        for i in indices:
+            try:
+                images.append(check_unit_images(read_image(self.paths[i], self.resolution), str(self.paths[i])))
+            except ValueError as err:
+                raise UserError(str(err)) from None
+        return torch.stack(images)
 
 
 def _labels_matrix(table: pd.DataFrame) -> np.ndarray:
@@ -97,9 +108,8 @@ def _real_table(cfg) -> pd.DataFrame:
     return chosen.reset_index(drop=True)
 
 
-def _fid(cfg, gen: ImageSource, real: ImageSource, state, feature_module=None) -> dict:
+def _extractor(cfg, state, feature_module=None):
     from cxr_irgen.eval.features import XRVFeatures, build_feature_extractor
-    from cxr_irgen.eval.image_metrics import fid_from_features
 
     fid_cfg = cfg.eval.fid
     if str(fid_cfg.features) == "classifier":
@@ -110,16 +120,76 @@ def _fid(cfg, gen: ImageSource, real: ImageSource, state, feature_module=None) -
         extractor.name = f"{clf.name} features2 ({clf.resolution}px)"
     else:
         extractor = build_feature_extractor(fid_cfg, cfg.eval.get("xrv_weights"), feature_module)
-    extractor = extractor.to(state.device).eval()
+    return extractor.to(state.device).eval()
 
-    def features(source: ImageSource):
-        return lambda idx: list(extractor(source.load(idx).to(state.device)).double().cpu().numpy())
 
-    batch = int(cfg.eval.batch_size)
-    gen_features = np.stack(shard_map(features(gen), len(gen.paths), batch, "fid: generated features", state))
-    real_features = np.stack(shard_map(features(real), len(real.paths), batch, "fid: real features", state))
-    return {"value": fid_from_features(gen_features, real_features), "feature_extractor": extractor.name,
-            "n_generated": len(gen_features), "n_real": len(real_features), "resolution": gen.resolution}
+def _embed(extractor, source: ImageSource, cfg, state, desc: str) -> np.ndarray:
+    """(N, D) features of every image of ``source``."""
+    fn = lambda idx: list(extractor(source.load(idx).to(state.device)).double().cpu().numpy())
+    return np.stack(shard_map(fn, len(source.paths), int(cfg.eval.batch_size), desc, state))
+
+
+def _feature_metrics(cfg, extractor, gen: ImageSource, real: ImageSource, state, results: dict) -> None:
+    """FID, KID, precision/recall/density/coverage and memorisation from the same extractor's features, as ``eval.metrics`` asks."""
+    from cxr_irgen.eval.image_metrics import fid_from_features
+    from cxr_irgen.eval.kid import kid_from_features
+    from cxr_irgen.eval.prdc import prdc_from_features
+
+    wanted = set(cfg.eval.metrics)
+    gen_features = _embed(extractor, gen, cfg, state, "features: generated")
+    if "memorisation" in wanted:
+        results["memorisation"] = _memorisation(cfg, extractor, gen, gen_features, state)
+    if not wanted & FEATURE_METRICS:
+        return
+    real_features = _embed(extractor, real, cfg, state, "features: real")
+    described = {"feature_extractor": extractor.name, "n_generated": len(gen_features), "n_real": len(real_features), "resolution": gen.resolution}
+    if "fid" in wanted:
+        results["fid"] = {"value": fid_from_features(gen_features, real_features), **described}
+    smaller = min(len(gen_features), len(real_features))
+    if "kid" in wanted:
+        size = min(int(cfg.eval.kid.subset_size), smaller)  # torch-fidelity refuses a larger subset; the size used is recorded
+        _store(results, "kid", {**kid_from_features(gen_features, real_features, size, int(cfg.eval.kid.subsets), int(cfg.eval.seed)), **described}
+               if size >= 2 else None, "KID needs at least 2 generated and 2 real images")
+    if "prdc" in wanted:
+        k = int(cfg.eval.prdc.k)
+        _store(results, "prdc", {**prdc_from_features(gen_features, real_features, k), **described} if smaller > k else None,
+               f"precision/recall/density/coverage with k={k} need more than {k} generated and real images")
+
+
+def _memorisation(cfg, extractor, gen: ImageSource, gen_features: np.ndarray, state) -> dict:
+    """Nearest of ``eval.memorisation.n_train`` (seeded) training images of ``data`` to each generated image."""
+    from cxr_irgen.data.adapters import load_table
+    from cxr_irgen.eval.memorisation import nearest_training_images
+
+    mem = cfg.eval.memorisation
+    table = load_table(cfg.data)
+    train = table[(table["split"] == "train") & (table["image_path"].fillna("") != "")].reset_index(drop=True)
+    if train.empty:
+        raise UserError(f"eval.metrics has memorisation but data={cfg.data.name} has no training images")
+    if mem.n_train and len(train) > int(mem.n_train):
+        train = train.iloc[np.sort(np.random.default_rng(int(cfg.eval.seed)).choice(len(train), int(mem.n_train), replace=False))]
+    training = ImageSource(train["image_path"].tolist(), gen.resolution)
+    train_features = _embed(extractor, training, cfg, state, "memorisation: training features")
+    small = lambda source: ImageSource(source.paths, int(mem.ssim_resolution)).load(range(len(source.paths)))
+    out = nearest_training_images(gen_features, train_features, small(gen), small(training), gen.paths, training.paths,
+                                  float(mem.cosine_threshold), float(mem.ssim_threshold), int(mem.top))
+    return {**out, "feature_extractor": extractor.name, "training_split": "train"}
+
+
+def _utility(cfg, images: pd.DataFrame, gen_labels: np.ndarray, labelled: np.ndarray) -> dict:
+    """Classifiers trained on real / synthetic / real+synthetic images of ``data``, scored on its real test images."""
+    from cxr_irgen.data.adapters import load_table
+    from cxr_irgen.eval.utility import downstream_utility
+
+    util = cfg.eval.utility
+    table = load_table(cfg.data)
+    frontal = table[table["view"].isin([str(v) for v in util.views]) & (table["image_path"].fillna("") != "")]
+    real_train = frontal[frontal["split"] == str(util.train_split)].reset_index(drop=True)
+    if util.max_real:
+        real_train = real_train.iloc[: int(util.max_real)]
+    real_test = frontal[frontal["split"] == str(util.test_split)].reset_index(drop=True)
+    synthetic = pd.DataFrame(gen_labels[labelled], columns=list(CHEXPERT_LABELS)).assign(image_path=images["image"][labelled].tolist())
+    return downstream_utility(real_train, synthetic, real_test, util, int(cfg.eval.seed))
 
 
 def _psnr_ssim(cfg, gen: ImageSource, gen_keys: list[str], real: ImageSource, real_keys: list[str], state) -> dict | None:
@@ -154,13 +224,14 @@ def _diversity(cfg, gen: ImageSource, gen_keys: list[str], state) -> dict | None
 
 
 def _auroc_block(classifier, source: ImageSource, labels: np.ndarray, cfg, state, desc: str) -> dict:
-    from cxr_irgen.eval.auroc import needed_indices, protocol_auroc, protocol_groups
+    from cxr_irgen.eval.auroc import needed_indices, no_finding_rows, protocol_auroc, protocol_groups
 
     groups = protocol_groups(labels, list(cfg.eval.auroc.pathologies), int(cfg.eval.auroc.n), int(cfg.eval.seed))
     indices = needed_indices(groups)
     logits = shard_map(lambda idx: list(classifier.logits(source.load([int(indices[i]) for i in idx])).numpy()),
                        len(indices), int(cfg.eval.batch_size), desc, state)
-    return protocol_auroc(dict(zip(indices.tolist(), logits)), groups, classifier.pathologies)
+    return {**protocol_auroc(dict(zip(indices.tolist(), logits)), groups, classifier.pathologies),
+            "n_no_finding_conflicting": no_finding_rows(labels)[1]}
 
 
 def _auroc(cfg, gen: ImageSource, gen_labels: np.ndarray, real_all: pd.DataFrame | None, state) -> dict:
@@ -265,12 +336,14 @@ def _image_metrics(cfg, images: pd.DataFrame, real_all: pd.DataFrame, state, fea
     real = ImageSource(real_pick["image_path"].tolist(), resolution)
     real_keys = [label_key(l) for l in _labels_matrix(real_pick)]
     results["real"]["n_selected"] = n_real
-    if "fid" in wanted:
-        results["fid"] = _fid(cfg, gen, real, state, feature_module)
+    if wanted & (FEATURE_METRICS | {"memorisation"}):
+        _feature_metrics(cfg, _extractor(cfg, state, feature_module), gen, real, state, results)
     if "psnr_ssim" in wanted:
         _store(results, "psnr_ssim", _psnr_ssim(cfg, gen, gen_keys, real, real_keys, state), "no generated label vector occurs among the real images")
     if "diversity" in wanted:
         _store(results, "diversity", _diversity(cfg, gen, gen_keys, state), "no two generated images share a label vector")
+    if "utility" in wanted:
+        results["utility"] = _utility(cfg, images, gen_labels, labelled)
     if "auroc" in wanted:
         has_classifier = bool(cfg.eval.auroc.classifier)
         _store(results, "auroc", _auroc(cfg, gen, gen_labels, real_all, state) if has_classifier else None,
@@ -322,6 +395,14 @@ def run(cfg) -> None:
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(results, indent=1, default=float))
+    if results.get("memorisation"):
+        from cxr_irgen.eval.memorisation import save_pairs_figure
+
+        save_pairs_figure(results["memorisation"]["top_pairs"], out / "memorisation_pairs.png")
+    if results.get("utility"):
+        from cxr_irgen.eval.utility import utility_table
+
+        (out / "utility.md").write_text(utility_table(results["utility"]))
     tables = write_tables(results, out)
     print(tables.read_text())
     print(f"metrics: {out / 'metrics.json'}")
