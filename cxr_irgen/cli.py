@@ -9,8 +9,10 @@ and exit with status 2; no traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from cxr_irgen.errors import UserError
 
@@ -23,6 +25,7 @@ class Command:
     config: str
     target: str
     summary: str
+    check: str | None = None  # "module:fn" validating the composed config before any model loads or folder is made
 
 
 COMMANDS = {
@@ -33,8 +36,10 @@ COMMANDS = {
         Command("prepare-data", "prepare_data", "cxr_irgen.data.prepare:run", "Index a MIMIC-CXR-JPG tree (or phantoms), cache the table, log the selections"),
         Command("train-vision", "train_vision", "cxr_irgen.vision.train:run", "Fine-tune the diffusion backbone (U-Net or U-ViT) on text + reference-image conditions"),
         Command("train-language", "train_language", "cxr_irgen.language.train:run", "Train the BART autoencoder (stage=autoencoder) or the ViT prior (stage=prior)"),
-        Command("generate", "generate", "cxr_irgen.generate:run", "Generate image-report pairs for label vectors (--labels ... or labels_file=...)"),
-        Command("evaluate", "evaluate", "cxr_irgen.eval.evaluate:run", "Score generated images/reports: FID, PSNR/SSIM, AUROC, BLEU/ROUGE/CIDEr, CheXpert F1"),
+        Command("generate", "generate", "cxr_irgen.generate:run", "Generate image-report pairs for label vectors (--labels ... or labels_file=...)",
+                "cxr_irgen.generate:check"),
+        Command("evaluate", "evaluate", "cxr_irgen.eval.evaluate:run", "Score generated images/reports: FID, PSNR/SSIM, AUROC, BLEU/ROUGE/CIDEr, CheXpert F1",
+                "cxr_irgen.eval.evaluate:check"),
         Command("label-reports", "label_reports", "cxr_irgen.eval.labeler:run", "Label free-text reports with the in-house CheXpert labeler (CSV in, CSV out)"),
         Command("train-classifier", "train_classifier", "cxr_irgen.eval.classifier:run", "Train an XRV-architecture DenseNet classifier for the AUROC protocol"),
     )
@@ -83,46 +88,116 @@ def _load_task(target: str):
     return getattr(importlib.import_module(module), fn)
 
 
-def _check_overrides(command: Command, overrides: list[str]) -> None:
-    """Compose the config once up front so a bad override fails as one line, not Hydra's report."""
+def _key_of(override: str) -> str:
+    return override.lstrip("~+").split("=", 1)[0]
+
+
+def _flat_keys(node, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+
+    keys = []
+    for key in node.keys() if isinstance(node, DictConfig) else []:
+        value = node._get_node(key)
+        keys += _flat_keys(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else [f"{prefix}{key}"]
+    return keys
+
+
+def _unknown_key(command: Command, key: str, overrides: list[str]) -> UserError:
+    """One line naming the unknown key and the closest keys of the command's config."""
+    import difflib
+
+    others = [o for o in overrides if _key_of(o) != key]
+    try:
+        keys = _flat_keys(_compose(command, others))
+    except UserError:
+        keys = _flat_keys(_compose(command, []))
+    close = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
+    hint = f"did you mean {' or '.join(close)}?" if close else f"`cxr-irgen {command.name} --cfg job` lists the keys"
+    return UserError(f"unknown config key {key!r} (nothing reads it); {hint}")
+
+
+def _compose(command: Command, overrides: list[str]):
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            compose(command.config, overrides=overrides)
+            return compose(command.config, overrides=overrides)
     except Exception as err:  # Hydra/OmegaConf composition errors
-        raise UserError(" ".join(str(err).split())) from None
+        message = " ".join(str(err).split())
+        if cause := err.__cause__:
+            message += " " + " ".join(str(cause).split())
+        raise UserError(message.split(" Config search path:")[0]) from None
     finally:
         GlobalHydra.instance().clear()
 
 
+def _check_overrides(command: Command, overrides: list[str]):
+    """Compose the config once up front so a bad override fails as one line, not Hydra's report; returns it.
+
+    An unknown key (also one added with ``+key=``, which nothing would read) names the closest valid keys.
+    """
+    import re
+
+    from cxr_irgen.utils.rundir import is_config_group
+
+    try:
+        cfg = _compose(command, overrides)
+    except UserError as err:
+        found = re.search(r"Could not override '([^']+)'", str(err)) or re.search(r"Key '[^']+' is not in struct full_key: (\S+)", str(err))
+        if found:
+            raise _unknown_key(command, found.group(1), overrides) from None
+        raise
+    for override in overrides:
+        key = _key_of(override)
+        if override.startswith("+") and not override.startswith("++") and not key.startswith("hydra.") and not is_config_group(key):
+            raise _unknown_key(command, key, overrides)
+    return cfg
+
+
+def _explicit_run_dir(overrides: list[str]) -> str | None:
+    found = [o.split("=", 1)[1] for o in overrides if _key_of(o) == "hydra.run.dir"]
+    return found[-1].strip("'\"") if found else None
+
+
 def run_command(name: str, argv: list[str]) -> None:
-    """Run one command in-process, as the console script would (used by tests and the demo)."""
+    """Run one command in-process, as the console script would (used by tests and the demo).
+
+    Before Hydra makes a run folder: the overrides compose, the command's own ``check`` passes
+    (labels, paths, checkpoint kinds, ...) and a resume has something to continue. A user error
+    raised later removes the run folder it made when nothing but bookkeeping is in it.
+    """
     import hydra
     from omegaconf import DictConfig
     from omegaconf.errors import OmegaConfBaseException
+
+    from cxr_irgen.utils.rundir import check_resume, discard_empty_run, run_dir, start_run
 
     command = COMMANDS[name]
     argv = translate_flags(argv)
     wants_help = any(a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i") for a in argv)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if not a.startswith("-")]
+    explicit_dir = _explicit_run_dir(overrides)
+    fresh = explicit_dir is None or not Path(explicit_dir).exists()
     if not wants_help and not multirun:
-        _check_overrides(command, overrides)
+        cfg = _check_overrides(command, overrides)
+        check_resume(cfg, explicit_dir)
+        if command.check:
+            _load_task(command.check)(cfg)
+        if not fresh and str(cfg.get("trainer", {}).get("resume") or "") == "latest":
+            argv = [*argv, "hydra.output_subdir=null"]  # the run's own files stay as they were
 
     def task(cfg: DictConfig) -> None:
-        from cxr_irgen.utils.rundir import start_run
-
         try:
-            start_run(cfg)
+            cfg = start_run(cfg, overrides, command.config)
             _load_task(command.target)(cfg)
-        except UserError as err:
-            print(f"cxr-irgen {name}: error: {err}", file=sys.stderr)
-            sys.exit(2)
-        except OmegaConfBaseException as err:
-            print(f"cxr-irgen {name}: config error: {str(err).splitlines()[0]}", file=sys.stderr)
+        except (UserError, OmegaConfBaseException) as err:
+            if fresh:
+                discard_empty_run(run_dir(cfg))
+            kind = "error" if isinstance(err, UserError) else "config error"
+            print(f"cxr-irgen {name}: {kind}: {str(err).splitlines()[0]}", file=sys.stderr)
             sys.exit(2)
 
     task.__module__ = command.target.partition(":")[0]
@@ -136,6 +211,8 @@ def run_command(name: str, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not sys.stderr.isatty():  # a log file gets a status line every 30 s, not a redrawn progress bar
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return
