@@ -56,7 +56,7 @@ def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = ["usage: cxr-irgen <command> [key=value ...] [-m] [--help]", "", "commands:"]
     lines += [f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS.values()]
-    lines += ["", "Every command is a Hydra app: `cxr-irgen COMMAND --help` shows its config groups and options."]
+    lines += ["", "Every command is a Hydra app: `cxr-irgen COMMAND --help` shows the config groups it uses and its config."]
     return "\n".join(lines)
 
 
@@ -92,14 +92,12 @@ def _key_of(override: str) -> str:
     return override.lstrip("~+").split("=", 1)[0]
 
 
-def _flat_keys(node, prefix: str = "") -> list[str]:
-    from omegaconf import DictConfig
+def _flat_keys(cfg) -> list[str]:
+    from omegaconf import OmegaConf
 
-    keys = []
-    for key in node.keys() if isinstance(node, DictConfig) else []:
-        value = node._get_node(key)
-        keys += _flat_keys(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else [f"{prefix}{key}"]
-    return keys
+    from cxr_irgen.utils.rundir import leaves
+
+    return list(leaves(OmegaConf.to_container(cfg)))
 
 
 def _unknown_key(command: Command, key: str, overrides: list[str]) -> UserError:
@@ -116,14 +114,14 @@ def _unknown_key(command: Command, key: str, overrides: list[str]) -> UserError:
     return UserError(f"unknown config key {key!r} (nothing reads it); {hint}")
 
 
-def _compose(command: Command, overrides: list[str]):
+def _compose(command: Command, overrides: list[str], with_hydra: bool = False):
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            return compose(command.config, overrides=overrides)
+            return compose(command.config, overrides=overrides, return_hydra_config=with_hydra)
     except Exception as err:  # Hydra/OmegaConf composition errors
         message = " ".join(str(err).split())
         if cause := err.__cause__:
@@ -156,6 +154,45 @@ def _check_overrides(command: Command, overrides: list[str]):
     return cfg
 
 
+def _fragments() -> set[str]:
+    """Config files that other configs pull in through their defaults list (``vision/model/base``): not options to pick."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    root = Path(str(files(CONFIG_MODULE)))
+    included, chosen = set(), set()
+    for path in root.rglob("*.yaml"):
+        group = path.parent.relative_to(root).as_posix()
+        for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []:
+            if isinstance(entry, str) and entry != "_self_":
+                name = entry.split("@")[0]
+                included.add(name if "/" in name or group == "." else f"{group}/{name}")
+            elif isinstance(entry, dict):
+                chosen.update(f"{key.split('@')[0]}/{value}" for key, value in entry.items() if value)
+    return included - chosen
+
+
+def command_help(command: Command, overrides: list[str]) -> str:
+    """``cxr-irgen COMMAND --help``: the config groups this command uses (with their options) and its resolved config."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    runtime = _compose(command, overrides, with_hydra=True).hydra.runtime
+    choices = {group: chosen for group, chosen in runtime.choices.items() if not group.startswith("hydra/")}
+    lines = [f"cxr-irgen {command.name}: {command.summary}", "", "== Config groups (group=option) =="]
+    fragments = _fragments()
+    for group, chosen in sorted(choices.items()):
+        options = sorted(p.name[:-5] for p in (files(CONFIG_MODULE) / group).iterdir() if p.name.endswith(".yaml") and f"{group}/{p.name[:-5]}" not in fragments)
+        lines.append(f"  {group}: {', '.join(options)}  (now: {chosen})")
+    if not choices:
+        lines.append("  (none)")
+    lines += ["", "== Config ==", OmegaConf.to_yaml(_compose(command, overrides)).rstrip(), "",
+              "Override any key with key=value (e.g. seed=1); --cfg job prints the config alone, --hydra-help Hydra's own flags."]
+    return "\n".join(lines)
+
+
 def _explicit_run_dir(overrides: list[str]) -> str | None:
     found = [o.split("=", 1)[1] for o in overrides if _key_of(o) == "hydra.run.dir"]
     return found[-1].strip("'\"") if found else None
@@ -181,6 +218,9 @@ def run_command(name: str, argv: list[str]) -> None:
     overrides = [a for a in argv if not a.startswith("-")]
     explicit_dir = _explicit_run_dir(overrides)
     fresh = explicit_dir is None or not Path(explicit_dir).exists()
+    if any(a in ("--help", "-h") for a in argv):
+        print(command_help(command, overrides))
+        sys.exit(0)
     if not wants_help and not multirun:
         cfg = _check_overrides(command, overrides)
         check_resume(cfg, explicit_dir)
@@ -191,13 +231,18 @@ def run_command(name: str, argv: list[str]) -> None:
 
     def task(cfg: DictConfig) -> None:
         try:
-            cfg = start_run(cfg, overrides, command.config)
+            cfg = start_run(cfg, overrides)
             _load_task(command.target)(cfg)
         except (UserError, OmegaConfBaseException) as err:
+            from cxr_irgen.data.imageio import BadImageError
+
             if fresh:
                 discard_empty_run(run_dir(cfg))
             kind = "error" if isinstance(err, UserError) else "config error"
-            print(f"cxr-irgen {name}: {kind}: {str(err).splitlines()[0]}", file=sys.stderr)
+            message = str(err).splitlines()[0]
+            if isinstance(err, BadImageError) and "skip_bad" not in message:
+                message += "; set data.skip_bad=true to skip (and count) bad images"
+            print(f"cxr-irgen {name}: {kind}: {message}", file=sys.stderr)
             sys.exit(2)
 
     task.__module__ = command.target.partition(":")[0]

@@ -274,7 +274,7 @@ def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool
     bar.close()
 
 
-def _readable_images(batch: list[dict], size: int, skip_bad: bool, pairs_dir: Path) -> tuple[list[dict], list[torch.Tensor]]:
+def readable_images(batch: list[dict], size: int, skip_bad: bool, pairs_dir: Path) -> tuple[list[dict], list[torch.Tensor]]:
     """Decode a batch of given images; a bad file is recorded as skipped (``skip_bad``) or stops the run naming it."""
     from cxr_irgen.data.imageio import BadImageError, read_image
 
@@ -299,7 +299,7 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
 
     generator = _load_language(cfg, _device(cfg))
     for batch in tqdm(list(_batches(items, int(cfg.batch_size))), desc="reports", disable=not show_progress):
-        batch, images = _readable_images(batch, generator.representation.image_size, bool(cfg.data.get("skip_bad")), pairs_dir)
+        batch, images = readable_images(batch, generator.representation.image_size, bool(cfg.data.get("skip_bad")), pairs_dir)
         if not batch:
             continue
         reports = _reports(generator, torch.stack(images), cfg)
@@ -328,17 +328,19 @@ def collect_pairs(out: Path) -> tuple[list[dict], list[dict]]:
 
 
 def _run_summary(path, what: str) -> dict | None:
-    """What a later reader needs to know about a run this one used: its dir, data, steps."""
+    """What a later reader needs to know about a run this one used: its dir, data (evaluate reads it from here), steps."""
+    from omegaconf import OmegaConf
+
     if not path:
         return None
     saved = saved_config(path) or {}
     data = saved.get("data") or {}
     trainer = saved.get("trainer") or {}
     return {"run": str(Path(str(path)).resolve()), "what": what, "data": data.get("name"), "data_root": data.get("root"),
-            "steps": trainer.get("max_steps"), "stage": saved.get("stage")}
+            "steps": trainer.get("max_steps"), "stage": saved.get("stage"), "data_config": OmegaConf.to_container(data) if data else None}
 
 
-def provenance(cfg, pool: dict | None, skipped: list[dict]) -> dict:
+def provenance(cfg, pool: dict | None, rows: list[dict], skipped: list[dict]) -> dict:
     """The gallery header and ``provenance.json``: the runs, their data, the sampler settings, skipped files."""
     lang = _run_summary(cfg.language.checkpoint, "train-language stage=prior") if cfg.mode != "images" else None
     info = {"mode": str(cfg.mode), "language": lang, "skipped_images": [{"image": r["image"], "reason": r["skipped"]} for r in skipped]}
@@ -350,7 +352,7 @@ def provenance(cfg, pool: dict | None, skipped: list[dict]) -> dict:
             "max_images": pool["max_images"], "from": pool["from"]}
     if cfg.mode == "reports" and lang and lang["data"] == "phantom":
         root = Path(str(lang["data_root"])).resolve() if lang["data_root"] else None
-        if root is None or not Path(str(cfg.images_dir)).resolve().is_relative_to(root):
+        if root is None or not all(Path(r["image"]).resolve().is_relative_to(root) for r in rows):
             info["warning"] = (f"the report model was trained on procedural phantoms ({lang['data_root']}); these images are not phantoms of that "
                                "tree, so its reports describe phantom patterns, not these radiographs")
     return info
@@ -376,7 +378,7 @@ def run(cfg) -> None:
     state.wait_for_everyone()
     if state.is_main_process:
         rows, skipped = collect_pairs(out)
-        info = provenance(cfg, reference_pool(cfg) if cfg.mode != "reports" else None, skipped)
+        info = provenance(cfg, reference_pool(cfg) if cfg.mode != "reports" else None, rows, skipped)
         _write_json(info, out / "provenance.json")
         with open(out / "pairs.jsonl", "w") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in rows)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import refused
 from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from cxr_irgen.cli import main, run_command
@@ -27,19 +28,6 @@ def vision_run(phantom_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vision")
     run_command("train-vision", [*TINY_VISION, f"data.root={phantom_root}", f"hydra.run.dir={out}"])
     return out
-
-
-def refused(argv: list[str], capsys, cwd: Path, monkeypatch) -> str:
-    """Run the CLI in ``cwd``; assert exit status 2, one stderr line, no traceback and no folder left; return the line."""
-    monkeypatch.chdir(cwd)
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert stop.value.code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert list(cwd.iterdir()) == [], list(cwd.iterdir())
-    return lines[0]
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -79,6 +67,8 @@ def test_generate_takes_the_reference_pool_from_the_vision_run(vision_run, phant
     assert provenance["vision"]["run"] == str(vision_run.resolve()) and provenance["sampler"]["steps"] == 2
     gallery = (out / "index.html").read_text()
     assert str(phantom_root.resolve()) in gallery and "legend" in gallery and 'src="pairs/0000.png"' in gallery
+    main(["evaluate", f"generated={out}", "eval.metrics=[diversity]", "eval.real.views=[PA,AP]", f"hydra.run.dir={tmp_path / 'ev'}"])
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["real"]["root"] == str(phantom_root.resolve())  # real data from the runs
 
 
 def test_text_only_model_records_no_reference(phantom_root, tmp_path):
@@ -104,18 +94,28 @@ def _pngs(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "pairs").glob("*.png"))}
 
 
+def _run_cli(argv: list[str]) -> None:
+    try:
+        main(argv)
+    except SystemExit as stop:
+        os._exit(stop.code or 0)
+    os._exit(0)
+
+
 def test_killed_generate_reruns_to_the_same_pairs(vision_run, tmp_path):
     """SIGKILL mid-run, plus a torn sidecar write: the rerun skips only finished pairs and ends as an uninterrupted run."""
+    import multiprocessing
+
     n, steps = 6, 10
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     main(_generate_cmd(vision_run, straight, n, steps))
-    proc = subprocess.Popen([sys.executable, "-m", "cxr_irgen.cli", *_generate_cmd(vision_run, killed, n, steps)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = multiprocessing.get_context("fork").Process(target=_run_cli, args=(_generate_cmd(vision_run, killed, n, steps),))
+    proc.start()  # a forked CLI run: killed for real, without a fresh interpreter's import time
     deadline = time.time() + 300
-    while not (killed / "pairs" / "0001.json").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    while not (killed / "pairs" / "0001.json").exists() and time.time() < deadline and proc.is_alive():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
     done = sorted(p.name for p in (killed / "pairs").glob("*.json"))
     assert 2 <= len(done) < n, f"the kill came too late to test anything: {done}"
     (killed / "pairs" / f"{n - 1:04d}.json.tmp").write_text('{"labels": "Cardio')  # a sidecar torn mid-write
@@ -161,3 +161,40 @@ def test_gallery_thumbnails_dicom_and_16bit_with_relative_paths(tmp_path):
     assert html.count("trained on procedural phantoms") == 3  # header + one note per card
     shutil.move(str(out), str(tmp_path / "moved"))  # the folder works from anywhere
     assert all((tmp_path / "moved" / f"thumbs/{i:04d}.png").is_file() for i in range(2))
+
+
+def test_reports_mode_skips_a_bad_image_only_with_skip_bad(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from cxr_irgen.errors import UserError
+    from cxr_irgen.generate import collect_pairs, readable_images
+
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "good.png")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    batch = [{"index": 0, "path": tmp_path / "good.png"}, {"index": 1, "path": tmp_path / "bad.jpg"}]
+    (tmp_path / "pairs").mkdir()
+    with pytest.raises(UserError, match=r"bad\.jpg.*data\.skip_bad=true"):
+        readable_images(batch, 8, False, tmp_path / "pairs")
+    kept, images = readable_images(batch, 8, True, tmp_path / "pairs")
+    assert [item["index"] for item in kept] == [0] and images[0].shape == (1, 8, 8)
+    rows, skipped = collect_pairs(tmp_path)
+    assert rows == [] and len(skipped) == 1 and skipped[0]["image"].endswith("bad.jpg")  # counted, listed, and not redone on rerun
+
+
+def test_a_torn_sidecar_write_leaves_no_done_marker(tmp_path, monkeypatch):
+    """A sidecar's existence marks a pair done: a write that dies half way must not leave one (a plain write_text would)."""
+    import torch
+
+    from cxr_irgen.vision.pipeline import save_images
+
+    write_text = Path.write_text
+
+    def torn(self, data, *args, **kwargs):
+        write_text(self, data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(OSError):
+        save_images(torch.rand(1, 1, 8, 8), [{"name": "0000", "labels": "Edema=1"}], tmp_path)
+    assert (tmp_path / "0000.png").exists() and not (tmp_path / "0000.json").exists()

@@ -105,7 +105,7 @@ def random_weight_metrics(cfg, wanted: set[str]) -> dict[str, str]:
     """``{metric: what has random weights}`` for the image metrics ``wanted`` would compute with a randomly initialised network."""
     out = {}
     if "fid" in wanted and str(cfg.eval.fid.features) == "xrv" and not cfg.eval.get("xrv_weights"):
-        out["fid"] = "XRV DenseNet-121 feature extractor (eval.xrv_weights unset)"
+        out["fid"] = "XRV DenseNet-121 feature extractor with random weights (eval.xrv_weights unset)"
     return out
 
 
@@ -114,7 +114,7 @@ def refuse_random_weights(cfg, wanted: set[str]) -> dict[str, str]:
     random = random_weight_metrics(cfg, wanted)
     if random and not cfg.eval.get("allow_random_weights", False):
         metric, what = next(iter(random.items()))
-        raise UserError(f"{metric} would come from a randomly initialised {what}: set eval.xrv_weights=/path/densenet121-res224-all.pt "
+        raise UserError(f"{metric} would come from a {what}: set eval.xrv_weights=/path/densenet121-res224-all.pt "
                         "(or eval.fid.features=classifier eval.fid.classifier=TRAIN_CLASSIFIER_RUN, or drop it from eval.metrics); "
                         "eval.allow_random_weights=true computes it anyway, marked, for smoke tests")
     return random
@@ -328,10 +328,31 @@ def check(cfg) -> None:
         value = OmegaConf.select(cfg, key)
         if value and not Path(str(value)).is_file():
             raise UserError(f"{key}={value}: no such file")
+    from cxr_irgen.eval.classifier import CONFIG_FILE
+
     for key in ("eval.fid.classifier", "eval.auroc.classifier"):
         value = OmegaConf.select(cfg, key)
-        if value and str(value) != "xrv" and not Path(str(value)).is_dir():
-            raise UserError(f"{key}={value}: no such folder (a train-classifier run dir)")
+        if value and str(value) != "xrv" and not (Path(str(value)) / CONFIG_FILE).is_file():
+            raise UserError(f"{key}={value}: not a train-classifier run dir (no {CONFIG_FILE})")
+    with_recorded_data(cfg)
+
+
+def with_recorded_data(cfg):
+    """``cfg`` with ``data`` taken from the generate run's ``provenance.json`` (the vision run's data, else the report
+    model's) when ``data.root`` is not given; explicit ``data.*`` wins."""
+    if cfg.data.get("root") or cfg.data.get("csv"):
+        return cfg
+    provenance = Path(str(cfg.generated or "")) / "provenance.json"
+    run = {}
+    if cfg.generated and provenance.is_file():
+        info = json.loads(provenance.read_text())
+        run = info.get("vision") or info.get("language") or {}
+    if not run.get("data_config"):
+        raise UserError(f"data.root=... is needed: generated={cfg.generated} records no data (no provenance.json of a generate run) to take the real images from")
+    plain = OmegaConf.to_container(cfg)
+    plain["data"] = run["data_config"]
+    log.info("real data from %s: data=%s root=%s", run["run"], run["data"], run["data_root"])
+    return OmegaConf.create(plain)
 
 
 def evaluate(cfg, feature_module: torch.nn.Module | None = None) -> dict:
@@ -342,6 +363,7 @@ def evaluate(cfg, feature_module: torch.nn.Module | None = None) -> dict:
 
     state = PartialState(cpu=not torch.cuda.is_available())  # without cpu=True, CPU processes under torchrun would not shard
     check(cfg)
+    cfg = with_recorded_data(cfg)
     wanted = set(cfg.eval.metrics)
     generated = load_generated(cfg.generated, cfg.get("generated_reports"), str(cfg.eval.text.report_column), str(cfg.eval.text.reference_column))
     images = generated[generated["image"] != ""].reset_index(drop=True)

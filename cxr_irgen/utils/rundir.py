@@ -63,16 +63,27 @@ def check_resume(cfg, explicit_run_dir: str | None) -> None:
         raise UserError(f"trainer.resume=latest: nothing to resume in {target} (no complete checkpoint under {Path(target) / CHECKPOINT_DIR})")
 
 
-def _leaves(node, prefix: str = "") -> dict[str, object]:
+def leaves(node, prefix: str = "") -> dict[str, object]:
+    """A nested dict flattened to ``{"a.b.c": value}``."""
     if isinstance(node, dict):
         out: dict[str, object] = {}
         for key, value in node.items():
-            out.update(_leaves(value, f"{prefix}{key}."))
+            out.update(leaves(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: node}
 
 
-def _resumed_config(cfg, out: Path, overrides: list[str], config_name: str | None):
+def _package(group: str, option: str) -> str:
+    """Where a group option's keys land: its ``# @package`` line, else the group path ('' for ``_global_``)."""
+    from importlib.resources import files
+
+    path = files("cxr_irgen.configs") / group / f"{option}.yaml"
+    first = path.read_text().splitlines()[0] if path.is_file() else ""
+    package = first.split("@package", 1)[1].strip() if "@package" in first else group.replace("/", ".")
+    return "" if package == "_global_" else package
+
+
+def _resumed_config(cfg, out: Path, overrides: list[str]):
     """The saved config of ``out`` with the explicit key overrides applied; refuses group overrides that change it."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
@@ -83,17 +94,13 @@ def _resumed_config(cfg, out: Path, overrides: list[str], config_name: str | Non
     for o in keys:
         OmegaConf.update(saved, o.key_or_group, o.value(), merge=False)
     groups = [o for o in parsed if is_config_group(o.key_or_group)]
-    if groups and config_name:
-        from hydra import compose
-
-        plain = [o.input_line for o in parsed if not is_config_group(o.key_or_group)]
-        default = _leaves(OmegaConf.to_container(compose(config_name, overrides=plain), resolve=True))
-        chosen = _leaves(OmegaConf.to_container(compose(config_name, overrides=[o.input_line for o in parsed]), resolve=True))
-        kept = _leaves(OmegaConf.to_container(saved, resolve=True))
-        changed = [k for k, v in chosen.items() if default.get(k) != v and kept.get(k) != v and k not in ("trainer.resume", "run_dir")]
-        if changed:
-            raise UserError(f"resume continues the saved config of {out}; {' '.join(o.input_line for o in groups)} would change "
-                            f"{', '.join(changed[:3])}: drop the group override, or start a new run")
+    packages = [_package(o.key_or_group, str(o.value())) for o in groups]
+    chosen, kept = leaves(OmegaConf.to_container(cfg, resolve=True)), leaves(OmegaConf.to_container(saved, resolve=True))
+    changed = sorted(k for k in set(chosen) | set(kept) if k not in ("trainer.resume", "run_dir") and chosen.get(k) != kept.get(k)
+                     and any(k == p or k.startswith(p + ".") or not p for p in packages))
+    if changed:
+        raise UserError(f"resume continues the saved config of {out}; {' '.join(o.input_line for o in groups)} would change "
+                        f"{', '.join(changed[:3])}: drop the group override, or start a new run")
     saved.trainer.resume = "latest"
     saved.run_dir = cfg.get("run_dir")
     with open(out / RESUMES_FILE, "a") as fh:
@@ -108,7 +115,7 @@ def is_config_group(key: str) -> bool:
     return (files("cxr_irgen.configs") / key).is_dir()
 
 
-def start_run(cfg, overrides: list[str] | None = None, config_name: str | None = None):
+def start_run(cfg, overrides: list[str] | None = None):
     """Create the run directory and save the resolved config as ``config.yaml``; returns the config to run.
 
     In a run that resumes in place (``trainer.resume=latest`` and a saved ``config.yaml``) the saved
@@ -118,7 +125,7 @@ def start_run(cfg, overrides: list[str] | None = None, config_name: str | None =
 
     out = run_dir(cfg)
     if _resumes_in_place(cfg) and (out / CONFIG_FILE).is_file():
-        return _resumed_config(cfg, out, list(overrides or []), config_name)
+        return _resumed_config(cfg, out, list(overrides or []))
     out.mkdir(parents=True, exist_ok=True)
     record = OmegaConf.to_container(cfg, resolve=True)
     root = (record.get("data") or {}).get("root") if isinstance(record.get("data"), dict) else None
