@@ -26,6 +26,7 @@ class Command:
     target: str
     summary: str
     check: str | None = None  # "module:fn" validating the composed config before any model loads or folder is made
+    reads_data: bool = False  # data.root / data.csv must exist before the run starts
 
 
 COMMANDS = {
@@ -33,15 +34,15 @@ COMMANDS = {
     for c in (
         Command("demo", "demo", "cxr_irgen.demo:run", "Main job on the embedded phantom data: phantoms -> train -> generate -> evaluate"),
         Command("make-phantoms", "make_phantoms", "cxr_irgen.data.phantoms:run", "Write a procedural phantom dataset in the MIMIC-CXR-JPG layout"),
-        Command("prepare-data", "prepare_data", "cxr_irgen.data.prepare:run", "Index a MIMIC-CXR-JPG tree (or phantoms), cache the table, log the selections"),
-        Command("train-vision", "train_vision", "cxr_irgen.vision.train:run", "Fine-tune the diffusion backbone (U-Net or U-ViT) on text + reference-image conditions"),
-        Command("train-language", "train_language", "cxr_irgen.language.train:run", "Train the BART autoencoder (stage=autoencoder) or the ViT prior (stage=prior)"),
+        Command("prepare-data", "prepare_data", "cxr_irgen.data.prepare:run", "Index a MIMIC-CXR-JPG tree (or phantoms), cache the table, log the selections", reads_data=True),
+        Command("train-vision", "train_vision", "cxr_irgen.vision.train:run", "Fine-tune the diffusion backbone (U-Net or U-ViT) on text + reference-image conditions", reads_data=True),
+        Command("train-language", "train_language", "cxr_irgen.language.train:run", "Train the BART autoencoder (stage=autoencoder) or the ViT prior (stage=prior)", reads_data=True),
         Command("generate", "generate", "cxr_irgen.generate:run", "Generate image-report pairs for label vectors (--labels ... or labels_file=...)",
                 "cxr_irgen.generate:check"),
         Command("evaluate", "evaluate", "cxr_irgen.eval.evaluate:run", "Score generated images/reports: FID, PSNR/SSIM, AUROC, BLEU/ROUGE/CIDEr, CheXpert F1",
                 "cxr_irgen.eval.evaluate:check"),
         Command("label-reports", "label_reports", "cxr_irgen.eval.labeler:run", "Label free-text reports with the in-house CheXpert labeler (CSV in, CSV out)"),
-        Command("train-classifier", "train_classifier", "cxr_irgen.eval.classifier:run", "Train an XRV-architecture DenseNet classifier for the AUROC protocol"),
+        Command("train-classifier", "train_classifier", "cxr_irgen.eval.classifier:run", "Train an XRV-architecture DenseNet classifier for the AUROC protocol", reads_data=True),
     )
 }
 
@@ -193,6 +194,22 @@ def command_help(command: Command, overrides: list[str]) -> str:
     return "\n".join(lines)
 
 
+def check_data(cfg) -> None:
+    """The data a command reads exists: ``data.root`` (MIMIC layout or phantoms) or ``data.csv``."""
+    data = cfg.get("data")
+    if data is None:
+        return
+    from omegaconf import OmegaConf
+
+    for key in ("root", "csv"):
+        if key in data.keys() and OmegaConf.is_missing(data, key):
+            raise UserError(f"data={data.name} needs data.{key}=PATH")
+        value = data.get(key)
+        if value and not Path(str(value)).exists():
+            hint = f" (or run `cxr-irgen make-phantoms out={value}`)" if str(data.name) == "phantom" else ""
+            raise UserError(f"data.{key}={value}: not found (data={data.name}){hint}")
+
+
 def _explicit_run_dir(overrides: list[str]) -> str | None:
     found = [o.split("=", 1)[1] for o in overrides if _key_of(o) == "hydra.run.dir"]
     return found[-1].strip("'\"") if found else None
@@ -224,9 +241,12 @@ def run_command(name: str, argv: list[str]) -> None:
     if not wants_help and not multirun:
         cfg = _check_overrides(command, overrides)
         check_resume(cfg, explicit_dir)
+        resumes_in_place = not fresh and str(cfg.get("trainer", {}).get("resume") or "") == "latest"
+        if command.reads_data and not resumes_in_place:  # a resumed run reads the data its saved config names
+            check_data(cfg)
         if command.check:
             _load_task(command.check)(cfg)
-        if not fresh and str(cfg.get("trainer", {}).get("resume") or "") == "latest":
+        if resumes_in_place:
             argv = [*argv, "hydra.output_subdir=null"]  # the run's own files stay as they were
 
     def task(cfg: DictConfig) -> None:

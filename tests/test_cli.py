@@ -174,3 +174,17 @@ def test_help_lists_only_the_groups_a_command_uses(capsys):
     groups = [line.split(":")[0].strip() for line in out.split("== Config ==")[0].splitlines() if line.startswith("  ")]
     assert groups == ["data", "experiment", "trainer", "vision/model"]
     assert "unet-tiny" in out and "base," not in out and "paper_unet," not in out and "paper_unet_5k_rie" in out
+
+
+def test_missing_data_root_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    line = refused(["train-vision", "vision/model=unet-tiny", f"data.root={tmp_path / 'nowhere'}"], capsys, tmp_path, monkeypatch)
+    assert f"data.root={tmp_path / 'nowhere'}: not found" in line and "make-phantoms" in line
+    assert "needs data.root=PATH" in refused(["train-language", "data=mimic"], capsys, tmp_path, monkeypatch)
+
+
+def test_user_error_inside_a_run_removes_the_folder_hydra_made(phantom_root, tmp_path, capsys, monkeypatch):
+    gen = _generated(tmp_path / "gen", phantom_root, corrupt=False)
+    (tmp_path / "cwd").mkdir()
+    line = refused(["evaluate", f"generated={gen}", f"data.root={phantom_root}", "eval.metrics=[diversity]", "eval.real.views=[XRAY]"],
+                   capsys, tmp_path / "cwd", monkeypatch)  # found after Hydra made outputs/evaluate/<time>/: it is removed again
+    assert "no real XRAY images" in line

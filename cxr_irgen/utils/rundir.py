@@ -145,3 +145,8 @@ def discard_empty_run(out: Path) -> None:
         if entry.is_file() and inside[0] not in _BOOKKEEPING and not (len(inside) == 1 and entry.suffix == ".log"):
             return
     shutil.rmtree(out, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for parent in out.resolve().parents:  # Hydra's empty outputs/<command>/ folders under the working directory
+        if parent == cwd or not parent.is_relative_to(cwd) or any(parent.iterdir()):
+            break
+        parent.rmdir()
