@@ -184,10 +184,10 @@ def reference_pool(cfg) -> dict | None:
             raise UserError(f"data={cfg.data.name} without data.root, but the vision run was trained on data={trained.name}: drop data= or give data.root")
         pool = {"data": trained, "max_images": saved.get("max_images"), "from": "the vision run's training data"}
     else:
-        pool = {"data": given, "max_images": None, "from": "data.* given to generate"}
-        if trained is not None and _same_pool(given, trained):
-            pool.update(max_images=saved.get("max_images"), **{"from": "data.* given to generate (= the vision run's training data)"})
-        elif trained is not None and not cfg.vision.get("allow_reference_mismatch"):
+        same = trained is not None and _same_pool(given, trained)
+        pool = {"data": given, "max_images": saved.get("max_images") if same else None,
+                "from": "data.* given to generate" + (" (= the vision run's training data)" if same else "")}
+        if trained is not None and not same and not cfg.vision.get("allow_reference_mismatch"):
             raise UserError(f"the vision run was trained on data={trained.name} root={trained.get('root')}, but generate got data={given.name} "
                             f"root={given.get('root')}: drop data.* to use the run's own reference pool, or set vision.allow_reference_mismatch=true")
     root = pool["data"].get("root")

@@ -117,6 +117,9 @@ def test_readme_command_runs_as_written(number, command, runs, phantom_root, cap
     if argv[0] == "evaluate":
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["fid"]["n_generated"] > 0 and "random_weights" not in metrics["fid"]
+    if argv[0] == "generate" and "mode=reports" in argv:  # copies outside the phantom tree: thumbnails beside the gallery, a note on each card
+        gallery = (out / "index.html").read_text()
+        assert gallery.count('src="thumbs/') == 2 and gallery.count("trained on procedural phantoms") == 3
 
 
 def test_every_readme_command_is_listed():
