@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 
 from cxr_irgen.data.labels import CHEXPERT_LABELS, label_key, labels_from_row
 from cxr_irgen.errors import UserError
@@ -81,16 +82,53 @@ class ImageSource:
         self.paths, self.resolution = list(paths), resolution
 
     def load(self, indices: Sequence[int]) -> torch.Tensor:
-        from cxr_irgen.data.imageio import read_image
+        from cxr_irgen.data.imageio import BadImageError, read_image
         from cxr_irgen.eval.image_metrics import check_unit_images
 
         images = []
         for i in indices:
             try:
                 images.append(check_unit_images(read_image(self.paths[i], self.resolution), str(self.paths[i])))
+            except BadImageError as err:
+                raise UserError(f"{err}; set data.skip_bad=true to skip (and count) bad images") from None
             except ValueError as err:
                 raise UserError(str(err)) from None
         return torch.stack(images)
+
+
+def drop_bad_images(table: pd.DataFrame, column: str) -> tuple[pd.DataFrame, list[dict]]:
+    """``data.skip_bad``: the rows whose image decodes, and ``[{image, reason}]`` for the others."""
+    from cxr_irgen.data.imageio import BadImageError, read_image
+
+    bad = []
+    for path in table[column]:
+        try:
+            read_image(path, 8)
+        except BadImageError as err:
+            bad.append({"image": str(path), "reason": str(err)})
+    if bad:
+        log.warning("skipped %d bad image(s) (data.skip_bad=true): %s", len(bad), ", ".join(b["image"] for b in bad))
+    return table[~table[column].astype(str).isin({b["image"] for b in bad})].reset_index(drop=True), bad
+
+
+def random_weight_metrics(cfg, wanted: set[str]) -> dict[str, str]:
+    """``{metric: what has random weights}`` for the image metrics ``wanted`` would compute with a randomly initialised network."""
+    if str(cfg.eval.fid.features) != "xrv" or cfg.eval.get("xrv_weights"):
+        return {}
+    on_fid_features = ("fid", "kid", "prdc", "memorisation")  # every metric on the FID extractor's features
+    return {metric: "XRV DenseNet-121 feature extractor with random weights (eval.xrv_weights unset)"
+            for metric in on_fid_features if metric in wanted}
+
+
+def refuse_random_weights(cfg, wanted: set[str]) -> dict[str, str]:
+    """One-line refusal of a metric from random weights, unless ``eval.allow_random_weights=true`` (then they are marked)."""
+    random = random_weight_metrics(cfg, wanted)
+    if random and not cfg.eval.get("allow_random_weights", False):
+        metric, what = next(iter(random.items()))
+        raise UserError(f"{metric} would come from a {what}: set eval.xrv_weights=/path/densenet121-res224-all.pt "
+                        "(or eval.fid.features=classifier eval.fid.classifier=TRAIN_CLASSIFIER_RUN, or drop it from eval.metrics); "
+                        "eval.allow_random_weights=true computes it anyway, marked, for smoke tests")
+    return random
 
 
 def _labels_matrix(table: pd.DataFrame) -> np.ndarray:
@@ -292,8 +330,9 @@ def _text_metrics(cfg, reports: pd.DataFrame, real_index: pd.DataFrame | None, r
         if "chexpert_f1" in wanted:
             generated_labels, reference_labels = label_reports(hyps, **labeler), label_reports(refs, **labeler)
             results["chexpert_f1"] = {"labeler": labeler_name(cfg.labeler), **chexpert_f1(generated_labels, reference_labels, n_bootstrap=n_boot, seed=seed)}
-    elif wanted & {"text", "chexpert_f1"}:
-        results["skipped"]["text"] = "no generated report has a reference (give generated_reports=CSV with a reference column, or reports of real test images)"
+    else:
+        for metric in wanted & {"text", "chexpert_f1"}:
+            results["skipped"][metric] = "no generated report has a reference (give generated_reports=CSV with a reference column, or reports of real test images)"
     if "guards" in wanted:
         from cxr_irgen.eval.report_guards import report_guards
 
@@ -350,17 +389,55 @@ def _image_metrics(cfg, images: pd.DataFrame, real_all: pd.DataFrame, state, fea
                "set eval.auroc.classifier=xrv (with eval.xrv_weights) or a train-classifier run dir")
 
 
+def check(cfg) -> None:
+    """The user errors of an evaluate call that show before any data or model is read: metric names, inputs, weight files."""
+    from cxr_irgen.eval.generated import load_generated
+
+    unknown = set(cfg.eval.metrics) - set(METRICS)
+    if unknown:
+        raise UserError(f"eval.metrics: unknown {sorted(unknown)}; choose from {', '.join(METRICS)}")
+    load_generated(cfg.generated, cfg.get("generated_reports"), str(cfg.eval.text.report_column), str(cfg.eval.text.reference_column))
+    for key in ("eval.xrv_weights", "eval.fid.inception_weights"):
+        value = OmegaConf.select(cfg, key)
+        if value and not Path(str(value)).is_file():
+            raise UserError(f"{key}={value}: no such file")
+    from cxr_irgen.eval.classifier import CONFIG_FILE
+
+    for key in ("eval.fid.classifier", "eval.auroc.classifier"):
+        value = OmegaConf.select(cfg, key)
+        if value and str(value) != "xrv" and not (Path(str(value)) / CONFIG_FILE).is_file():
+            raise UserError(f"{key}={value}: not a train-classifier run dir (no {CONFIG_FILE})")
+    with_recorded_data(cfg)
+
+
+def with_recorded_data(cfg):
+    """``cfg`` with ``data`` taken from the generate run's ``provenance.json`` (the vision run's data, else the report
+    model's) when ``data.root`` is not given; explicit ``data.*`` wins."""
+    if cfg.data.get("root") or cfg.data.get("csv"):
+        return cfg
+    provenance = Path(str(cfg.generated or "")) / "provenance.json"
+    run = {}
+    if cfg.generated and provenance.is_file():
+        info = json.loads(provenance.read_text())
+        run = info.get("vision") or info.get("language") or {}
+    if not run.get("data_config"):
+        raise UserError(f"data.root=... is needed: generated={cfg.generated} records no data (no provenance.json of a generate run) to take the real images from")
+    plain = OmegaConf.to_container(cfg)
+    plain["data"] = run["data_config"]
+    log.info("real data from %s: data=%s root=%s", run["run"], run["data"], run["data_root"])
+    return OmegaConf.create(plain)
+
+
 def evaluate(cfg, feature_module: torch.nn.Module | None = None) -> dict:
     """Every applicable metric of ``cfg.generated`` / ``cfg.generated_reports`` as one dict (same on every rank)."""
     from accelerate import PartialState
 
     from cxr_irgen.eval.generated import load_generated
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # without cpu=True, CPU processes under torchrun would not shard
+    check(cfg)
+    cfg = with_recorded_data(cfg)
     wanted = set(cfg.eval.metrics)
-    unknown = wanted - set(METRICS)
-    if unknown:
-        raise UserError(f"eval.metrics: unknown {sorted(unknown)}; choose from {', '.join(METRICS)}")
     generated = load_generated(cfg.generated, cfg.get("generated_reports"), str(cfg.eval.text.report_column), str(cfg.eval.text.reference_column))
     images = generated[generated["image"] != ""].reset_index(drop=True)
     reports = generated[generated["report"].notna()].reset_index(drop=True)
@@ -376,10 +453,30 @@ def evaluate(cfg, feature_module: torch.nn.Module | None = None) -> dict:
         results["generated"].update(n_images=len(images), n_real_images_not_scored=int(is_real.sum()))
     image_metrics = wanted & IMAGE_METRICS if len(images) else set()
     if image_metrics:
-        _image_metrics(cfg, images, real_all, state, feature_module, results)
+        random = refuse_random_weights(cfg, image_metrics)
+        real_images = real_all
+        if cfg.data.get("skip_bad"):
+            images, bad_generated = drop_bad_images(images, "image")
+            real_images, bad_real = drop_bad_images(real_all, "image_path")
+            results["skipped_images"] = {"generated": bad_generated, "real": bad_real, "n": len(bad_generated) + len(bad_real)}
+        _image_metrics(cfg, images, real_images, state, feature_module, results)
+        for metric, what in random.items():
+            if metric in results:
+                results[metric]["random_weights"] = what
     if len(reports) and state.is_main_process:
         _text_metrics(cfg, reports, real_all, results)
+    for metric in METRICS:
+        if metric not in results and metric not in results["skipped"]:
+            results["skipped"][metric] = _not_run_reason(metric, wanted, len(images), len(reports))
     return results
+
+
+def _not_run_reason(metric: str, wanted: set[str], n_images: int, n_reports: int) -> str:
+    if metric not in wanted:
+        return "not in eval.metrics"
+    if metric in IMAGE_METRICS:
+        return "no generated images" + (" (reports of real images are not scored as generated images)" if n_reports else "")
+    return "no generated reports"
 
 
 def run(cfg) -> None:
@@ -390,7 +487,7 @@ def run(cfg) -> None:
     from cxr_irgen.utils.rundir import run_dir
 
     results = evaluate(cfg)
-    if not PartialState().is_main_process:
+    if not PartialState(cpu=not torch.cuda.is_available()).is_main_process:
         return
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -405,4 +502,7 @@ def run(cfg) -> None:
         (out / "utility.md").write_text(utility_table(results["utility"]))
     tables = write_tables(results, out)
     print(tables.read_text())
+    bad = results.get("skipped_images") or {}
+    if bad.get("n"):
+        print(f"skipped {bad['n']} bad image(s) (data.skip_bad=true): " + ", ".join(b["image"] for b in bad["generated"] + bad["real"]))
     print(f"metrics: {out / 'metrics.json'}")

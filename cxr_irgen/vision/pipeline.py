@@ -140,6 +140,8 @@ def save_images(images: torch.Tensor, meta: list[dict], out_dir: str | Path) -> 
         array = (image.squeeze(0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         Image.fromarray(array).save(png.with_suffix(".tmp.png"))
         os.replace(png.with_suffix(".tmp.png"), png)
-        (out_dir / f"{name}.json").write_text(json.dumps({**info, "image": png.name}, indent=1))
+        sidecar = out_dir / f"{name}.json"  # its existence marks the image done (generate's resume): written last, atomically
+        sidecar.with_suffix(".json.tmp").write_text(json.dumps({**info, "image": png.name}, indent=1))
+        os.replace(sidecar.with_suffix(".json.tmp"), sidecar)
         paths.append(png)
     return paths
