@@ -141,7 +141,10 @@ def evaluate_reconstruction(model: ReportAutoencoder, texts: list[str], eval_cfg
         embeddings = torch.cat([model.embed(chunk) for chunk in _chunks(texts, int(eval_cfg.batch_size))])
     decoded = model.decode(embeddings, max_length=int(eval_cfg.max_length), num_beams=int(eval_cfg.num_beams), batch_size=int(eval_cfg.batch_size))
     pd.DataFrame({"reference": texts, "reconstruction": decoded}).to_csv(out / "reconstructions.csv", index=False)
-    return {"heldout_reports": len(texts), "reconstruction_bleu4": bleu4(decoded, texts), "exact_match": float(np.mean([a == b for a, b in zip(decoded, texts)]))}
+    return {
+        "heldout_reports": len(texts), "reconstruction_bleu4": bleu4(decoded, texts), "exact_match": float(np.mean([a == b for a, b in zip(decoded, texts)])),
+        "decoding": model.decoding_settings(max_length=int(eval_cfg.max_length), num_beams=int(eval_cfg.num_beams)),
+    }
 
 
 def _chunks(items: list, size: int):
@@ -244,6 +247,7 @@ def evaluate_prior(generator: ReportGenerator, pairs, eval_cfg, out: Path) -> di
         "embedding_cosine": float(torch.cat(cosines).mean()),
         "report_bleu4": bleu4(frame["generated"].tolist(), frame["reference"].tolist()),
         "distinct_reports": int(frame["generated"].nunique()),
+        "decoding": generator.autoencoder.decoding_settings(max_length=int(eval_cfg.max_length), num_beams=int(eval_cfg.num_beams)),
     }
 
 

@@ -96,13 +96,16 @@ def _frozen_dtype(mixed_precision: str) -> torch.dtype:
 def run(cfg) -> None:
     from cxr_irgen.data.adapters import load_table
     from cxr_irgen.data.datasets import VisionDataset, collate
+    from cxr_irgen.data.labels import CHEXPERT_LABELS
     from cxr_irgen.data.reference import ReferenceIndex
     from cxr_irgen.data.selections import vision_train
     from cxr_irgen.utils.training import make_accelerator, train
-    from cxr_irgen.vision.features import CachedFeatureDataset, cache_features
+    from cxr_irgen.vision.features import CachedFeatureDataset, cache_features, check_feature_cache
 
-    out = run_dir(cfg)
     model_cfg = cfg.vision.model
+    if cfg.features and not cfg.prepare:
+        check_feature_cache(cfg.features, model_cfg)
+    out = run_dir(cfg)
     accelerator = make_accelerator(cfg.trainer, cfg.seed)
     encoders = build_encoders(model_cfg)
     index = vision_train(load_table(cfg.data))
@@ -121,7 +124,10 @@ def run(cfg) -> None:
         model.backbone.enable_gradient_checkpointing()
     encoders.to(accelerator.device, _frozen_dtype(cfg.trainer.mixed_precision))
     uses_reference = model.conditioning.uses_image
-    reference = ReferenceIndex.from_index(index) if uses_reference else None
+    reference = ReferenceIndex.from_index(index, exclude_rule=str(model_cfg.reference.exclude)) if uses_reference else None
+    if reference is not None:
+        counts = reference.rule_counts(index[list(CHEXPERT_LABELS)].to_numpy(np.float32), index["dicom_id"].tolist())
+        log.info("reference rule per training image (reference.exclude=%s): %s", reference.exclude_rule, counts)
     clock = EpochClock()
     if cfg.features:
         dataset, collate_fn, step_encoders = CachedFeatureDataset(cfg.features, model_cfg, uses_reference, cfg.seed, clock), None, None
