@@ -3,7 +3,8 @@
 Layout of a feature cache directory:
 - ``images-NNNNN.safetensors``: ``latents`` (n, 4, h, w) and ``image_embeds`` (n, Di) of every
   training image (each is also a reference candidate), in index order, ``shard_size`` per file;
-- ``prompts.safetensors``: ``text_hidden`` (P, 77, Dt) and ``text_pooled`` (P, Dt), one row per
+- ``prompts.safetensors``: ``text_hidden`` (P, 77, Dt), ``text_pooled`` (P, Dt) and, with CLIP's text
+  projection, ``text_embeds`` (P, Dt), one row per
   distinct prompt (a few thousand label vectors on MIMIC, so text is stored once per prompt);
 - ``index.parquet``: dicom_id, prompt_id, study_id, subject_id and the 14 labels, row i = image i;
 - ``meta.json``: the encoder/codec config and prompt wording the cache was made with, and the
@@ -46,12 +47,16 @@ def cache_fingerprint(model_cfg) -> dict:
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(model_cfg, resolve=True)
-    return {**{key: plain[key] for key in ("image_size", "text_encoder", "image_encoder", "vae")}, "prompt_template": labels_to_prompt(TEMPLATE_PROBE)}
+    encoders = {key: plain[key] for key in ("image_size", "text_encoder", "image_encoder", "vae")}
+    return {**encoders, "space": plain["conditioning"].get("space"), "prompt_template": labels_to_prompt(TEMPLATE_PROBE)}
 
 
 def required_contents(model_cfg) -> list[str]:
-    """The tensors a cache must hold for ``model_cfg``: reference-image embeddings unless ``conditioning.mode=text``."""
-    return ["latents", "text_hidden", "text_pooled"] + (["image_embeds"] if model_cfg.conditioning.mode != "text" else [])
+    """The tensors a cache must hold for ``model_cfg``: reference-image embeddings unless ``conditioning.mode=text``,
+    projected text embeddings for ``average`` in the ``projected`` space."""
+    conditioning = model_cfg.conditioning
+    projected = conditioning.mode == "average" and conditioning.get("space") == "projected"
+    return ["latents", "text_hidden", "text_pooled"] + (["text_embeds"] if projected else []) + (["image_embeds"] if conditioning.mode != "text" else [])
 
 
 def check_feature_cache(cache_dir: str | Path, model_cfg) -> dict:
@@ -80,7 +85,7 @@ def cache_features(encoders: FrozenEncoders, index: pd.DataFrame, model_cfg, out
     prompts = [labels_to_prompt(v) for v in labels]
     distinct = sorted(set(prompts))
     prompt_id = {p: i for i, p in enumerate(distinct)}
-    text = {"text_hidden": [], "text_pooled": []}
+    text = {key: [] for key in ("text_hidden", "text_pooled", "text_embeds")[: 3 if encoders.text_encoder.projected else 2]}
     for start in tqdm(range(0, len(distinct), batch_size), desc="cache prompts"):
         encoded = encoders.text_encoder(distinct[start : start + batch_size])
         for key in text:
@@ -102,7 +107,7 @@ def cache_features(encoders: FrozenEncoders, index: pd.DataFrame, model_cfg, out
         table[column] = index[column].astype(str).tolist()
     table[list(CHEXPERT_LABELS)] = labels
     table.to_parquet(out_dir / "index.parquet")
-    contents = ["latents", "text_hidden", "text_pooled"] + (["image_embeds"] if encoders.image_encoder is not None else [])
+    contents = ["latents", *text] + (["image_embeds"] if encoders.image_encoder is not None else [])
     meta = {"model": cache_fingerprint(model_cfg), "contents": contents, "images": len(paths), "prompts": len(distinct), "shard_size": shard_size}
     (out_dir / META).write_text(json.dumps(meta, indent=1))
     log.info("cached features of %d images and %d prompts in %s", len(paths), len(distinct), out_dir)
@@ -137,7 +142,7 @@ class CachedFeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         prompt = int(self.prompt_ids[index])
-        item = {"latents": self.images["latents"][index], "text_hidden": self.text["text_hidden"][prompt], "text_pooled": self.text["text_pooled"][prompt]}
+        item = {"latents": self.images["latents"][index], **{key: values[prompt] for key, values in self.text.items()}}
         if self.reference is not None:
             epoch = self.epoch_fn() if self.epoch_fn else 0
             row = self.row_of[self.reference.lookup(self.labels[index], exclude=self.dicom_ids[index], seed=item_seed(self.seed, epoch, index))]

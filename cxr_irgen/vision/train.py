@@ -1,7 +1,7 @@
 """`cxr-irgen train-vision`: fine-tune the diffusion backbone (U-Net or U-ViT) and its condition tokens.
 
-Epsilon-prediction loss under the DDPM schedule of the model config (SD v1.4: 1000 steps,
-scaled_linear 0.00085–0.012). Frozen encoders stay in eval mode without gradients.
+Epsilon-prediction loss under the noise schedule of the model config (``vision/model/noise_schedule``:
+SD v1.4's scaled_linear DDPM schedule, or the U-ViT checkpoint's VP-SDE; :mod:`cxr_irgen.vision.schedules`). Frozen encoders stay in eval mode without gradients.
 ``prepare=true`` only writes the feature cache (VAE latents, CLIP text/image features);
 ``features=DIR`` trains from such a cache so each step runs the backbone only; without it, each
 step encodes its batch. The final model goes to ``<run_dir>/model`` (see
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cxr_irgen.utils.rundir import run_dir
+from cxr_irgen.vision.conditioning import guidance_warning
 from cxr_irgen.vision.model import MODEL_DIR, FrozenEncoders, VisionModel, build_encoders, build_noise_scheduler, build_vision_model
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class EpochClock:
 
 
 def diffusion_loss(model: VisionModel, features: dict[str, torch.Tensor], noise_scheduler) -> torch.Tensor:
-    """MSE between the true and predicted noise at a uniformly drawn timestep."""
+    """MSE between the true and predicted noise at a uniformly drawn step (the model maps it to its backbone's time input)."""
     latents = features["latents"]
     noise = torch.randn_like(latents)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
@@ -120,6 +121,9 @@ def run(cfg) -> None:
         return
 
     model = build_vision_model(model_cfg, encoders)
+    warning = guidance_warning(model.conditioning.dropout, cfg.sample_guidance)
+    if warning:
+        log.warning("%s (sample grid; generate warns again)", warning)
     if cfg.trainer.gradient_checkpointing:
         model.backbone.enable_gradient_checkpointing()
     encoders.to(accelerator.device, _frozen_dtype(cfg.trainer.mixed_precision))
