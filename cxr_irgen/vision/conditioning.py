@@ -140,20 +140,15 @@ class Conditioning(nn.Module):
         return self.tokens(self.null_features(batch_size))
 
 
-def conditioning_space(cfg) -> str | None:
-    """``cfg.space``; None for configs saved before spaces were named (they keep their recorded encoder outputs)."""
-    return cfg.get("space")
-
-
 def build_conditioning(cfg, text_dim: int, image_dim: int) -> Conditioning:
     """``cfg``: mode, space, text_tokens, project_text, project_image, dropout, unconditional.
 
-    ``average`` takes its one text token from ``space`` (projected → ``text_embeds``, pooled/mixed → ``text_pooled``).
+    ``average`` takes its one text token from ``space`` (projected → ``text_embeds``, pooled/mixed → ``text_pooled``;
+    configs saved before spaces were named have none and keep ``text_pooled``).
     """
     text_tokens = cfg.get("text_tokens", "sequence")
     if cfg.mode == "average":
-        space = conditioning_space(cfg)
-        text_tokens = space_outputs(space)[0] if space else "pooled"
+        text_tokens = space_outputs(cfg.space)[0] if cfg.get("space") else "pooled"
     return Conditioning(
         mode=cfg.mode,
         text_dim=text_dim,

@@ -69,7 +69,8 @@ def check_feature_cache(cache_dir: str | Path, model_cfg) -> dict:
         raise UserError(f"feature cache {cache_dir} was made with another encoder/codec config or prompt wording: re-run prepare=true for this vision/model")
     missing = [name for name in required_contents(model_cfg) if name not in meta.get("contents", [])]
     if missing:
-        raise UserError(f"feature cache {cache_dir} holds no {', '.join(missing)} (made for conditioning.mode=text?) but conditioning.mode={model_cfg.conditioning.mode} needs them: re-run prepare=true with this vision/model")
+        needs = f"conditioning.mode={model_cfg.conditioning.mode} space={model_cfg.conditioning.get('space')}"
+        raise UserError(f"feature cache {cache_dir} holds no {', '.join(missing)}, which {needs} needs (the cache holds {', '.join(meta.get('contents', []))}): re-run prepare=true with this vision/model")
     return meta
 
 
@@ -85,7 +86,7 @@ def cache_features(encoders: FrozenEncoders, index: pd.DataFrame, model_cfg, out
     prompts = [labels_to_prompt(v) for v in labels]
     distinct = sorted(set(prompts))
     prompt_id = {p: i for i, p in enumerate(distinct)}
-    text = {key: [] for key in ("text_hidden", "text_pooled", "text_embeds")[: 3 if encoders.text_encoder.projected else 2]}
+    text = {key: [] for key in ["text_hidden", "text_pooled"] + (["text_embeds"] if encoders.text_encoder.projected else [])}
     for start in tqdm(range(0, len(distinct), batch_size), desc="cache prompts"):
         encoded = encoders.text_encoder(distinct[start : start + batch_size])
         for key in text:

@@ -16,7 +16,7 @@ from torch import nn
 
 from cxr_irgen.errors import UserError
 from cxr_irgen.vision.codec import build_vae
-from cxr_irgen.vision.conditioning import Conditioning, build_conditioning, conditioning_space, space_outputs
+from cxr_irgen.vision.conditioning import Conditioning, build_conditioning, space_outputs
 from cxr_irgen.vision.encoders import build_clip_image_encoder, build_text_encoder
 from cxr_irgen.vision.loading import load_pretrained, plain, seeded_init
 from cxr_irgen.vision.schedules import BackboneTime, scheduler_kwargs
@@ -103,7 +103,7 @@ def build_encoders(cfg: DictConfig) -> FrozenEncoders:
     """The frozen encoders of ``cfg``; ``conditioning.space`` decides the image encoder's output and whether
     the text encoder carries CLIP's projection (:func:`~cxr_irgen.vision.conditioning.space_outputs`)."""
     uses_image = cfg.conditioning.mode != "text"
-    space = conditioning_space(cfg.conditioning)
+    space = cfg.conditioning.get("space")  # None in configs saved before spaces were named: their recorded encoder outputs
     text_token, image_output = space_outputs(space) if space else ("pooled", None)
     projected_text = cfg.conditioning.mode == "average" and text_token == "projected"
     image_encoder = build_clip_image_encoder(cfg.image_encoder, image_output) if uses_image else None
