@@ -155,3 +155,34 @@ def test_conditioning_spaces_pick_the_clip_outputs_they_name(space, text_key, im
     assert features["image_embeds"].shape[-1] == (vision.image_embeds if image_output == "projected" else vision.pooler_output).shape[-1]
     token = model.conditioning.tokens(features)
     assert token.shape == (1, 1, 32)
+
+
+def _text_cfg(directory):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"pretrained": str(directory), "tokenizer": "openclip"})
+
+
+def test_projected_text_encoder_loads_clips_projection_and_refuses_a_checkpoint_without_it(tmp_path):
+    """uvit-l2's text encoder: the text tower and projection of a CLIP repository; SD's text_encoder/ has no projection."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextModel
+
+    from cxr_irgen.errors import UserError
+    from cxr_irgen.vision.encoders import build_text_encoder
+
+    text = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=49408, max_position_embeddings=77, projection_dim=16)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16)
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    clip.save_pretrained(tmp_path / "clip")
+    encoder = build_text_encoder(_text_cfg(tmp_path / "clip"), projected=True)
+    torch.testing.assert_close(encoder.model.text_projection.weight, clip.text_projection.weight)
+    with torch.no_grad():
+        pooled = clip.text_model(encoder.tokenize(["A chest X-Ray image with edema"])).pooler_output
+        torch.testing.assert_close(encoder(["A chest X-Ray image with edema"])["text_embeds"], clip.text_projection(pooled))
+    plain_tower = build_text_encoder(_text_cfg(tmp_path / "clip"))
+    with torch.no_grad():  # uvit-l2 with conditioning.mode=text reads the same tower without the projection
+        torch.testing.assert_close(plain_tower(["A chest X-Ray image with edema"])["text_pooled"], pooled)
+    CLIPTextModel(clip.config.text_config).save_pretrained(tmp_path / "sd_text_encoder")
+    with pytest.raises(UserError, match="has no CLIP text projection"):
+        build_text_encoder(_text_cfg(tmp_path / "sd_text_encoder"), projected=True)
