@@ -189,7 +189,8 @@ def command_help(command: Command, overrides: list[str]) -> str:
     lines = [f"cxr-irgen {command.name}: {command.summary}", "", "== Config groups (group=option) =="]
     fragments = _fragments()
     for group, chosen in sorted(choices.items()):
-        options = sorted(p.name[:-5] for p in (files(CONFIG_MODULE) / group).iterdir() if p.name.endswith(".yaml") and f"{group}/{p.name[:-5]}" not in fragments)
+        folder = group.split("@")[0]  # ``trainer@eval.utility.trainer``: the trainer group placed under another key
+        options = sorted(p.name[:-5] for p in (files(CONFIG_MODULE) / folder).iterdir() if p.name.endswith(".yaml") and f"{folder}/{p.name[:-5]}" not in fragments)
         lines.append(f"  {group}: {', '.join(options)}  (now: {chosen})")
     if not choices:
         lines.append("  (none)")

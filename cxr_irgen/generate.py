@@ -240,6 +240,12 @@ def _reports(generator, images: torch.Tensor, cfg) -> list[str]:
     return generator(images, batch_size=cfg.batch_size, num_beams=lang.num_beams, do_sample=lang.do_sample, top_p=lang.top_p, max_length=lang.max_length)
 
 
+def _decoding(generator, cfg) -> dict | None:
+    """The full report decoding config of :func:`_reports` (recorded in each sidecar); None without reports."""
+    lang = cfg.language
+    return None if generator is None else generator.decoding_settings(num_beams=lang.num_beams, do_sample=lang.do_sample, top_p=lang.top_p, max_length=lang.max_length)
+
+
 def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
     from tqdm.auto import tqdm
 
@@ -268,7 +274,7 @@ def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool
             if ref_ids is None:
                 info.pop("reference_id", None)  # a text-only model (or vision.reference=false) saw no reference image
             info.update(name=f"{item['index']:04d}", index=item["index"], checkpoint=str(cfg.vision.checkpoint), report=report,
-                        report_labels=None if rep_labels is None else format_labels(rep_labels))
+                        report_labels=None if rep_labels is None else format_labels(rep_labels), decoding=_decoding(generator, cfg))
         save_images(images, meta, pairs_dir)
         bar.update(len(batch))
     bar.close()
@@ -306,7 +312,8 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
         for item, report, rep_labels in zip(batch, reports, label_reports(reports)):
             thumb = write_thumbnail(item["path"], pairs_dir.parent / "thumbs" / f"{item['index']:04d}.png")
             _write_json({"index": item["index"], "image": str(item["path"]), "thumbnail": thumb.relative_to(pairs_dir.parent).as_posix(),
-                         "labels": None, "report": report, "report_labels": format_labels(rep_labels)}, pairs_dir / f"{item['index']:04d}.json")
+                         "labels": None, "report": report, "report_labels": format_labels(rep_labels),
+                         "decoding": _decoding(generator, cfg)}, pairs_dir / f"{item['index']:04d}.json")
 
 
 def _image_items(images_dir: str | None) -> list[dict]:
