@@ -172,7 +172,7 @@ def test_help_lists_only_the_groups_a_command_uses(capsys):
         run_command("train-vision", ["--help"])
     out = capsys.readouterr().out
     groups = [line.split(":")[0].strip() for line in out.split("== Config ==")[0].splitlines() if line.startswith("  ")]
-    assert groups == ["data", "experiment", "trainer", "vision/model"]
+    assert groups == ["data", "experiment", "trainer", "vision/model", "vision/model/noise_schedule", "weights"]
     assert "unet-tiny" in out and "base," not in out and "paper_unet," not in out and "paper_unet_5k_rie" in out
 
 

@@ -276,7 +276,7 @@ def test_commands_need_only_the_parts_they_load(tmp_path):
     from cxr_irgen.weights import parts_in_use
 
     root = f"weights.root={ROOT}"
-    assert parts_in_use(_compose("train_vision", [root, "experiment=paper_uvit_5k_text"]), ROOT) == ["stable-diffusion-v1-4", "uvit-l2"]
+    assert parts_in_use(_compose("train_vision", [root, "experiment=paper_uvit_5k_text"]), ROOT) == ["stable-diffusion-v1-4", "clip-vit-large-patch14", "uvit-l2"]
     assert parts_in_use(_compose("train_language", [root, "stage=prior"]), ROOT) == ["clip-vit-large-patch14"]
     assert parts_in_use(_compose("evaluate", [root, "eval.fid.features=inception"]), ROOT) == ["inception-fid"]
     vision_run = tmp_path / "vision_run"
