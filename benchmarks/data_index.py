@@ -12,7 +12,7 @@ each against the obvious implementation measured in the same run:
   output checked; best of alternating rounds, since the machine is shared).
 
 No report files are written, so the index build also pays for looking up 65,379 absent
-subject folders. Usage: ``python benchmarks/data_index.py [--out DIR]``; the last line is JSON.
+subject folders. Usage: ``python benchmarks/data_index.py [--out DIR] [--scale 1.0]``; the last line is JSON.
 """
 
 from __future__ import annotations
@@ -153,7 +153,10 @@ def timed(fn):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="folder for the synthetic CSVs (default: a temporary folder)")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of MIMIC-CXR's size (smoke runs; 1: full size)")
     args = parser.parse_args()
+    global N_IMAGES, N_STUDIES, N_SUBJECTS, N_LOOKUPS, N_SCAN_LOOKUPS
+    N_IMAGES, N_STUDIES, N_SUBJECTS, N_LOOKUPS, N_SCAN_LOOKUPS = (max(10, round(n * args.scale)) for n in (N_IMAGES, N_STUDIES, N_SUBJECTS, N_LOOKUPS, N_SCAN_LOOKUPS))
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp) / "mimic"

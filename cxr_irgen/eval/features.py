@@ -85,9 +85,10 @@ class XRVFeatures(nn.Module):
         self.resolution = resolution
         self.name = f"xrv-densenet121{'' if weights or model is not None else '-random'} features2 ({resolution}px)"
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.features2(xrv_preprocess(images, self.resolution))
+        """(B, 1, H, W) → (B, 1024); the input in channels_last makes the convolutions faster (benchmarks/eval.py)."""
+        return self.model.features2(xrv_preprocess(images, self.resolution).contiguous(memory_format=torch.channels_last))
 
 
 class InceptionFeatures(nn.Module):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cxr_irgen.utils.rundir import run_dir
+from cxr_irgen.utils.speed import apply_speed_levers
 from cxr_irgen.vision.model import MODEL_DIR, FrozenEncoders, VisionModel, build_encoders, build_noise_scheduler, build_vision_model
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def run(cfg) -> None:
     model = build_vision_model(model_cfg, encoders)
     if cfg.trainer.gradient_checkpointing:
         model.backbone.enable_gradient_checkpointing()
+    apply_speed_levers(model.backbone, cfg.trainer)
     encoders.to(accelerator.device, _frozen_dtype(cfg.trainer.mixed_precision))
     uses_reference = model.conditioning.uses_image
     reference = ReferenceIndex.from_index(index) if uses_reference else None
