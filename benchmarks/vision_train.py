@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,7 +49,11 @@ def run_child(argv: list[str], env: dict) -> tuple[float, float, str]:
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            if proc.returncode is None and proc.poll() is None:  # interrupted: do not leave the child running
+                proc.kill()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read()
@@ -180,6 +185,7 @@ def main() -> None:
     args.warmup = max(1, args.warmup)
     if args.reference_child:
         return _reference_child(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a time limit stops the children too (run_child's finally)
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0") if args.device == "cuda" else ""}
     if args.threads:
