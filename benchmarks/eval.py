@@ -1,14 +1,16 @@
 """Evaluation speed on CPU: labeler throughput, FID and AUROC wall time on N images at 256 px.
 
-    .venv/bin/python benchmarks/eval.py [--n 1000] [--threads 1] [--batch 8]
+    .venv/bin/python benchmarks/eval.py [--n 1000] [--threads 1] [--batch 32] [--device cpu|cuda]
 
 - Labeler: reports/s of the rule-based CheXpert labeler on the real IU X-ray reports
   (findings + impression), vs the obvious reference that compiles its patterns for every
   report (``re.purge()`` + recompiling, same rules, same output).
 - FID: XRV DenseNet-121 ``features2`` (random init; the weights do not change the cost)
   of N generated + N real images at 256 px (resized to 224 inside), batched, plus the
-  float64 Fréchet distance; the reference is the same extractor one image at a time
-  (timed on a subset and scaled).
+  float64 Fréchet distance; the reference is torchmetrics' ``FrechetInceptionDistance``
+  given the same extractor as its feature module (same images, same batch).
+- Feature-extractor levers: ms/image of the DenseNet for contiguous vs channels_last, no_grad vs
+  inference_mode, batch 8 vs 32 (alternating, best of 2 rounds, since the machine is shared).
 - AUROC: the paper protocol (5 pathologies, up to N/2 positives vs N/2 No Finding) with an
   XRV DenseNet-121 classifier on N labelled images.
 
@@ -22,16 +24,17 @@ import json
 import re
 import time
 
+import common
 import numpy as np
 import torch
 
 
-def bench_labeler() -> dict:
+def bench_labeler(limit: int = 0) -> dict:
     from cxr_irgen.data.iu_xray import load_iu_reports
     from cxr_irgen.eval import labeler
 
     reports = load_iu_reports()
-    texts = [t for t in (reports["findings"] + " " + reports["impression"]).str.strip() if t]
+    texts = [t for t in (reports["findings"] + " " + reports["impression"]).str.strip() if t][: limit or None]
     start = time.perf_counter()
     ours = labeler.label_reports(texts)
     ours_s = time.perf_counter() - start
@@ -58,29 +61,65 @@ def _images(n: int, size: int, seed: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(torch.rand(n, 1, size, size, generator=g), 5, 1, 2)
 
 
-def bench_fid(n: int, size: int, batch: int) -> dict:
+def _extract(extractor, images: torch.Tensor, batch: int, device) -> torch.Tensor:
+    return torch.cat([extractor(images[i:i + batch].to(device)).float().cpu() for i in range(0, len(images), batch)])
+
+
+def bench_feature_levers(size: int, device, probe: int) -> dict:
+    """ms/image of XRV DenseNet-121 ``features2`` for each input memory format / grad mode / batch, alternating, best of 2."""
+    from cxr_irgen.eval.features import xrv_densenet, xrv_preprocess
+
+    model = xrv_densenet().to(device)
+    images = _images(probe, size, 3)
+
+    def run(channels_last: bool, inference: bool, batch: int):
+        with torch.inference_mode() if inference else torch.no_grad():
+            for i in range(0, probe, batch):
+                x = xrv_preprocess(images[i:i + batch].to(device), 224)
+                model.features2(x.contiguous(memory_format=torch.channels_last) if channels_last else x).float().cpu()
+
+    variants = {f"{'channels_last' if cl else 'contiguous'}/{'inference_mode' if inf else 'no_grad'}/batch{b}": (cl, inf, b)
+                for b in (8, 32) for cl in (False, True) for inf in (False, True)}
+    best = common.alternate({name: (lambda v=v: run(*v)) for name, v in variants.items()}, rounds=2)
+    return {name: round(seconds / probe * 1000, 1) for name, seconds in best.items()}
+
+
+def bench_fid(n: int, size: int, batch: int, device) -> dict:
+    """Our FID (XRVFeatures as `evaluate` runs it + float64 Fréchet distance) vs torchmetrics' FrechetInceptionDistance
+    given the same extractor as its feature module, same images and batch."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
     from cxr_irgen.eval.features import XRVFeatures
     from cxr_irgen.eval.image_metrics import fid_from_features
 
-    extractor = XRVFeatures().eval()
+    extractor = XRVFeatures().eval().to(device)
     generated, real = _images(n, size, 0), _images(n, size, 1)
-    start = time.perf_counter()
-    feats = [torch.cat([extractor(x[i:i + batch]) for i in range(0, n, batch)]).double().numpy() for x in (generated, real)]
-    features_s = time.perf_counter() - start
-    start = time.perf_counter()
-    value = fid_from_features(*feats)
-    distance_s = time.perf_counter() - start
-    probe = min(32, n)
-    start = time.perf_counter()
-    for i in range(probe):
-        extractor(generated[i:i + 1])
-    one_by_one_s = (time.perf_counter() - start) / probe * 2 * n
-    return {"n_generated": n, "n_real": n, "resolution": size, "features": extractor.name, "fid": round(value, 3),
-            "features_s": round(features_s, 2), "frechet_s": round(distance_s, 2), "total_s": round(features_s + distance_s, 2),
-            "one_image_at_a_time_features_s_estimated": round(one_by_one_s, 2), "batching_speedup": round(one_by_one_s / features_s, 2)}
+
+    def ours():
+        return fid_from_features(*(_extract(extractor, x, batch, device).double().numpy() for x in (generated, real)))
+
+    class Uint8Features(torch.nn.Module):
+        """torchmetrics hands its feature module uint8 images: back to [0, 1], then the same extractor."""
+
+        def forward(self, images):
+            return extractor(images.float() / 255)
+
+    def reference():
+        metric = FrechetInceptionDistance(feature=Uint8Features(), normalize=True, input_img_size=(1, size, size)).to(device)
+        for i in range(0, n, batch):
+            metric.update(generated[i:i + batch].to(device), real=False)
+            metric.update(real[i:i + batch].to(device), real=True)
+        return float(metric.compute())
+
+    values = {}
+    best = common.alternate({"ours": lambda: values.__setitem__("ours", ours()), "torchmetrics": lambda: values.__setitem__("torchmetrics", reference())}, rounds=1)
+    return {"n_generated": n, "n_real": n, "resolution": size, "batch": batch, "features": extractor.name,
+            "fid": round(values["ours"], 3), "torchmetrics_fid": round(values["torchmetrics"], 3),
+            "ours_images_per_s": round(2 * n / best["ours"], 2), "torchmetrics_images_per_s": round(2 * n / best["torchmetrics"], 2),
+            "speedup": round(best["torchmetrics"] / best["ours"], 3)}
 
 
-def bench_auroc(n: int, size: int, batch: int) -> dict:
+def bench_auroc(n: int, size: int, batch: int, device) -> dict:
     from cxr_irgen.data.labels import LABEL_INDEX, canonical_name
     from cxr_irgen.eval.auroc import PAPER_PATHOLOGIES, needed_indices, protocol_auroc, protocol_groups
     from cxr_irgen.eval.classifier import Classifier
@@ -91,7 +130,7 @@ def bench_auroc(n: int, size: int, batch: int) -> dict:
     labels[: n // 2, LABEL_INDEX["No Finding"]] = 1.0
     for row in range(n // 2, n):
         labels[row, LABEL_INDEX[canonical_name(PAPER_PATHOLOGIES[rng.integers(5)])]] = 1.0
-    model = xrv_densenet()
+    model = xrv_densenet().to(device)
     classifier = Classifier(model, list(model.pathologies), 224, "xrv densenet121 (random init)")
     images = _images(n, size, 2)
     start = time.perf_counter()
@@ -99,7 +138,8 @@ def bench_auroc(n: int, size: int, batch: int) -> dict:
     indices = needed_indices(groups)
     logits = torch.cat([classifier.logits(images[indices[i:i + batch]]) for i in range(0, len(indices), batch)]).numpy()
     result = protocol_auroc(dict(zip(indices.tolist(), logits)), groups, classifier.pathologies)
-    return {"n_images": int(len(indices)), "resolution": size, "classifier": classifier.name, "total_s": round(time.perf_counter() - start, 2),
+    seconds = time.perf_counter() - start
+    return {"n_images": int(len(indices)), "resolution": size, "classifier": classifier.name, "total_s": round(seconds, 2), "images_per_s": round(len(indices) / seconds, 2),
             "mean_auroc_random_weights": round(result["mean"], 3)}
 
 
@@ -107,16 +147,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=32, help="the evaluate default (eval.batch_size)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--probe", type=int, default=32, help="images per variant in the feature-extractor lever comparison")
+    parser.add_argument("--labeler-reports", type=int, default=0, help="label only the first N IU reports (0: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    out = {"torch_threads": args.threads, "labeler": bench_labeler()}
-    print(json.dumps(out["labeler"]), flush=True)
-    out["fid"] = bench_fid(args.n, args.size, args.batch)
-    print(json.dumps(out["fid"]), flush=True)
-    out["auroc"] = bench_auroc(args.n, args.size, args.batch)
-    print(json.dumps(out))
+    device = torch.device(args.device)
+    labeler = bench_labeler(args.labeler_reports)
+    print(json.dumps(labeler), flush=True)
+    levers = bench_feature_levers(args.size, device, args.probe)
+    print(json.dumps({"feature_levers_ms_per_image": levers}), flush=True)
+    fid = bench_fid(args.n, args.size, args.batch, device)
+    print(json.dumps(fid), flush=True)
+    auroc = bench_auroc(args.n, args.size, args.batch, device)
+    print(json.dumps(common.result(
+        "eval", ours={"fid_images_per_s": fid["ours_images_per_s"], "labeler_reports_per_s": labeler["reports_per_s"], "auroc_images_per_s": auroc["images_per_s"]},
+        reference={"fid_images_per_s": fid["torchmetrics_images_per_s"], "labeler_reports_per_s": labeler["naive_recompile_reports_per_s"]},
+        ratio=fid["speedup"], ratio_means="FID images/s of ours over torchmetrics' FrechetInceptionDistance with the same XRV extractor, images and batch",
+        peak_memory_mb=common.peak_rss_mb(), device=str(device), torch_threads=args.threads, labeler=labeler, fid=fid, auroc=auroc,
+        feature_levers_ms_per_image=levers,
+    )))
 
 
 if __name__ == "__main__":

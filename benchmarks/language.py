@@ -24,6 +24,7 @@ import json
 import time
 from pathlib import Path
 
+import common
 import torch
 from omegaconf import OmegaConf
 
@@ -126,7 +127,14 @@ def main() -> None:
     result.update(generation_benchmark(model, texts, args.reports, args.batch_size, args.max_length, device))
     print(f"training: ours {result['ours_tokens_per_s']:.0f} tok/s vs plain BART {result['plain_tokens_per_s']:.0f} tok/s")
     print(f"generation: ours {result['ours_reports_per_s']:.2f} reports/s vs one-at-a-time generate {result['plain_reports_per_s']:.2f} reports/s")
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
+    result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else common.peak_rss_mb()
+    print(json.dumps(common.result(
+        "language", {"tokens_per_s": result["ours_tokens_per_s"], "reports_per_s": result["ours_reports_per_s"]},
+        {"tokens_per_s": result["plain_tokens_per_s"], "reports_per_s": result["plain_reports_per_s"]},
+        result["ours_tokens_per_s"] / result["plain_tokens_per_s"], "training tokens/s of the stage-1 autoencoder over plain BART (generation's ratio: generate_speedup)",
+        peak_memory_mb=round(peak, 1), **result,
+    )))
 
 
 if __name__ == "__main__":

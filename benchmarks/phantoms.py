@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
+
 from cxr_irgen.data.phantoms import chexpert_label_table, make_phantoms
 
 
@@ -48,11 +50,10 @@ def main() -> None:
         ours = _timed_build(Path(tmp) / "two_workers", args.n, args.size, workers=2)
         reference = _timed_build(Path(tmp) / "one_process", args.n, args.size, workers=1)
         identical = _digest(Path(tmp) / "two_workers") == _digest(Path(tmp) / "one_process")
-    print(json.dumps({
-        "benchmark": "make_phantoms", "n": args.n, "size": args.size, "cpu_count": os.cpu_count(),
-        "load_avg_1min": round(os.getloadavg()[0], 2), "ours_2_workers": ours, "reference_1_process": reference,
-        "speedup": round(reference["wall_s"] / ours["wall_s"], 2), "identical_trees": identical,
-    }))
+    print(json.dumps(common.result(
+        "make_phantoms", ours, reference, reference["wall_s"] / ours["wall_s"], "wall-time speed of 2 drawing processes over 1 (identical trees required)",
+        peak_memory_mb=common.peak_rss_mb(), n=args.n, size=args.size, identical_trees=identical,
+    )))
 
 
 if __name__ == "__main__":

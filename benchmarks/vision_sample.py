@@ -3,6 +3,7 @@ U-Net, VAE, text encoder, tokenizer, scheduler, steps, guidance and batch (text 
 StableDiffusionPipeline has no reference-image input).
 
     python benchmarks/vision_sample.py                         # CPU, tiny random components
+    python benchmarks/vision_sample.py --model unet-sd14-random --batch 2 --steps 10 --repeats 1   # CPU, SD v1.4 size
     python benchmarks/vision_sample.py --model unet-sd14-random --device cuda --batch 16 --steps 50
 The last output line is one JSON object.
 """
@@ -11,25 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
+import common
 import torch
 from omegaconf import OmegaConf
 
 TINY_VAE = {"kind": "sd", "config": {"block_out_channels": [32, 32], "down_block_types": ["DownEncoderBlock2D"] * 2,
                                      "up_block_types": ["UpDecoderBlock2D"] * 2, "norm_num_groups": 8, "latent_channels": 4}}
-
-
-def _timed(fn, repeats: int, device) -> float:
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
 
 
 def main() -> None:
@@ -72,24 +61,30 @@ def main() -> None:
     theirs.set_progress_bar_config(disable=True)
     prompts = [labels_to_prompt(v) for v in labels]
 
+    def synced(images):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return images
+
     def run_ours():
-        return ours(labels, None, seeds, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)
+        return synced(ours(labels, None, seeds, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler))
 
     def run_theirs():
         generators = [torch.Generator(device).manual_seed(s) for s in seeds]
-        return theirs(prompts, height=cfg.image_size, width=cfg.image_size, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                      generator=generators, output_type="pt").images
+        return synced(theirs(prompts, height=cfg.image_size, width=cfg.image_size, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                             generator=generators, output_type="pt").images)
 
     with torch.no_grad():
-        seconds_theirs = _timed(run_theirs, args.repeats, device)
-        seconds_ours = _timed(run_ours, args.repeats, device)
-    out = {
-        "benchmark": "vision_sample", "model": args.model, "device": args.device, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(), "batch": args.batch, "steps": args.steps, "scheduler": args.scheduler, "guidance": args.guidance,
-        "image_size": int(cfg.image_size), "ours_images_per_s": args.batch / seconds_ours,
-        "diffusers_sd_pipeline_images_per_s": args.batch / seconds_theirs, "speedup": seconds_theirs / seconds_ours,
-    }
-    print(json.dumps(out))
+        best = common.alternate({"diffusers": run_theirs, "ours": run_ours}, args.repeats + 1)  # the first round warms up
+    seconds_ours, seconds_theirs = best["ours"], best["diffusers"]
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else common.peak_rss_mb()
+    print(json.dumps(common.result(
+        "vision_sample", {"images_per_s": args.batch / seconds_ours}, {"diffusers_sd_pipeline_images_per_s": args.batch / seconds_theirs},
+        seconds_theirs / seconds_ours, "images/s of VisionPipeline over StableDiffusionPipeline, same U-Net, scheduler, steps, guidance, batch and dtype (best of alternating rounds)",
+        peak_memory_mb=round(peak, 1), peak_memory_is="max CUDA memory allocated" if device.type == "cuda" else "peak RSS of the process (both pipelines)",
+        model=args.model, device=args.device, dtype=str(dtype).replace("torch.", ""), threads=torch.get_num_threads(), batch=args.batch, steps=args.steps,
+        scheduler=args.scheduler, guidance=args.guidance, image_size=int(cfg.image_size), prompts="one label vector repeated over the batch (the AUROC protocol's case)",
+    )))
 
 
 if __name__ == "__main__":

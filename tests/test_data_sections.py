@@ -51,6 +51,54 @@ def test_header_variants(text, findings, impression):
     assert extract_sections(text) == {"findings": findings, "impression": impression}
 
 
+ICU_REPORT = """                                 FINAL REPORT
+ INDICATION:  ___M intubated, assess lines.
+
+ COMPARISON:  Chest radiograph ___.
+
+ FINDINGS:
+
+ The patient is in the ICU: lines and tubes are unchanged. Right IJ: tip in the
+ low SVC. Compared to the prior CT: no new opacity.
+ NG tube courses below the diaphragm.
+
+ IMPRESSION:  Stable support devices; PICC: unchanged.
+"""
+
+
+@pytest.mark.parametrize(
+    "text, findings, impression",
+    [
+        (
+            ICU_REPORT,
+            "The patient is in the ICU: lines and tubes are unchanged. Right IJ: tip in the low SVC. Compared to the prior CT: no new opacity. NG tube courses below the diaphragm.",
+            "Stable support devices; PICC: unchanged.",
+        ),
+        # capitals before a colon count as a header at a line start only
+        ("FINDINGS: Lines: ETT 4 cm above the carina, NGT in the stomach.\nPICC: tip in the SVC.\nIMPRESSION: Lines in place.", "Lines: ETT 4 cm above the carina, NGT in the stomach.", "Lines in place."),
+        # MIMIC's known headers in capitals count mid-line too
+        ("EXAMINATION: CHEST PA. FINDINGS AND IMPRESSION: No change since the AP: film.", "No change since the AP: film.", "No change since the AP: film."),
+        # a known word in prose is no header
+        ("FINDINGS: Findings were discussed with the impression: stable.\n", "Findings were discussed with the impression: stable.", ""),
+    ],
+)
+def test_headers_only_at_line_starts_or_known_inline(text, findings, impression):
+    assert extract_sections(text) == {"findings": findings, "impression": impression}
+
+
+def test_real_iu_reports_round_trip_under_mimic_headers():
+    """Every real IU X-ray findings/impression text comes back whole when wrapped in MIMIC headers, except
+    CXR2415, whose impression text itself holds "IMPRESSION: ... FINDINGS: ..." headers; the texts have
+    mid-line capitals before colons ("KUB XXXX: single view", CXR3608) that must stay text."""
+    reports = load_iu_reports()
+    changed = set()
+    for row in reports.itertuples():
+        text = f" COMPARISON: None.\n\n FINDINGS:\n {row.findings}\n\n IMPRESSION:\n {row.impression}\n"
+        if extract_sections(text) != {"findings": row.findings, "impression": row.impression}:
+            changed.add(row.uid)
+    assert changed == {"CXR2415"}
+
+
 def test_real_iu_reports_counts_and_sections():
     reports = load_iu_reports()
     assert len(reports) == 3955

@@ -4,10 +4,13 @@ MIMIC-CXR reports are wrapped free text with headers such as ``FINDINGS:``,
 ``IMPRESSION:``, ``FINDINGS AND IMPRESSION:``, ``FINDINGS/IMPRESSION``, in upper or lower
 case, sometimes missing. A header is recognised
 
-* at the start of a line, any case, when it is one of :data:`KNOWN_HEADERS`, followed by
-  a colon or by the end of the line;
-* anywhere, when it is written in capitals and followed by a colon (``WET READ:``,
-  ``INDICATION:`` mid-line).
+* at the start of a line (after spaces), any case, when it is one of :data:`KNOWN_HEADERS`,
+  followed by a colon or by the end of the line;
+* at the start of a line, when it is written in capitals and followed by a colon (``WET READ:``,
+  ``PROVISIONAL FINDINGS IMPRESSION (PFI):``), as in MIMIC-CXR's own section parser;
+* mid-line only when it is one of :data:`KNOWN_HEADERS` in capitals followed by a colon
+  (``INDICATION: cough. FINDINGS: clear. IMPRESSION: normal.``). Other capitals before a colon
+  inside a line are text: "The patient is in the ICU: lines unchanged", "KUB XXXX: single view".
 
 A section runs from its header to the next header of any kind. A combined header
 (``FINDINGS AND IMPRESSION``) fills both sections; repeated sections are joined; ``CONCLUSION``
@@ -30,73 +33,91 @@ log = logging.getLogger(__name__)
 
 FINDINGS_HEADERS = ("FINDINGS", "FINDING")
 IMPRESSION_HEADERS = ("IMPRESSION", "IMPRESSIONS", "CONCLUSION", "CONCLUSIONS")
-KNOWN_HEADERS = (
-    "FINDINGS AND IMPRESSIONS?", "IMPRESSIONS? AND FINDINGS", "FINDINGS ?/ ?IMPRESSIONS?", "IMPRESSIONS? ?/ ?FINDINGS",
-    "FINDINGS?", "IMPRESSIONS?", "CONCLUSIONS?", "COMPARISONS?", "INDICATIONS?", "HISTORY", "CLINICAL HISTORY",
-    "CLINICAL INFORMATION", "REASON FOR EXAM(?:INATION)?", "EXAM(?:INATION)?", "TECHNIQUE", "PROCEDURE",
-    "NOTIFICATIONS?", "RECOMMENDATIONS?", r"RECOMMENDATION\(S\)", "WET READ", "FINAL REPORT", "ADDENDUM", "COMMENTS?",
-)
-_LINE_HEADER = re.compile(r"[ \t]*(" + "|".join(KNOWN_HEADERS) + r")[ \t\r]*(?::|$)", re.IGNORECASE)
-_HEADER_PREFIXES = frozenset(re.sub(r"[^A-Z ]", "", h)[:4] for h in KNOWN_HEADERS)  # cheap pre-check before the regex
-_CAPS_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ()/& \t")
+_BOTH = [f"{a}{sep}{b}" for f, i in (("FINDINGS", "IMPRESSION"), ("FINDINGS", "IMPRESSIONS")) for a, b in ((f, i), (i, f)) for sep in (" AND ", "/", " /", "/ ", " / ")]
+KNOWN_HEADERS = frozenset({
+    *_BOTH, *FINDINGS_HEADERS, *IMPRESSION_HEADERS, "COMPARISON", "COMPARISONS", "INDICATION", "INDICATIONS", "HISTORY",
+    "CLINICAL HISTORY", "CLINICAL INFORMATION", "REASON FOR EXAM", "REASON FOR EXAMINATION", "EXAM", "EXAMINATION", "TECHNIQUE",
+    "PROCEDURE", "NOTIFICATION", "NOTIFICATIONS", "RECOMMENDATION", "RECOMMENDATIONS", "RECOMMENDATION(S)", "WET READ",
+    "FINAL REPORT", "ADDENDUM", "COMMENT", "COMMENTS",
+})
+_LONGEST_BARE_LINE = 64  # a header alone on its line is at most this long, indentation included
+_CAPS_HEADER = re.compile(r"[A-Z][A-Z()/& \t]*")
+# A known header in capitals followed by a colon, inside a line (longest spelling first).
+_INLINE_HEADER = re.compile(rf"(?<![A-Za-z])({'|'.join(re.escape(h) for h in sorted(KNOWN_HEADERS, key=len, reverse=True))})[ \t]*:")
 
 
 @functools.lru_cache(maxsize=1024)
 def _kind(header: str) -> tuple[bool, bool]:
-    """(is findings, is impression) for a matched header."""
+    """(is findings, is impression) for a header."""
     words = set(re.split(r"[ /&]+", header.upper())) - {"AND", ""}
     return bool(words & set(FINDINGS_HEADERS)), bool(words & set(IMPRESSION_HEADERS)) and words <= {*FINDINGS_HEADERS, *IMPRESSION_HEADERS}
 
 
-def _caps_header_start(line: str, colon: int) -> int:
-    """Start of the capitals header ending at ``line[colon] == ":"``, or -1 when the text before the colon is not one."""
-    start = colon
-    while start > 0 and line[start - 1] in _CAPS_CHARS:
-        start -= 1
-    while start < colon and not line[start].isalpha():
-        start += 1
-    if colon - start < 2 or (start > 0 and line[start - 1].isalpha()):
-        return -1
-    return start
+@functools.lru_cache(maxsize=4096)
+def _line_start_kind(head: str) -> tuple[bool, bool] | None:
+    """The kind of the header that a line's text before its first colon is, None when it is text."""
+    words = head.strip(" \t")
+    if words.upper() in KNOWN_HEADERS or (len(words) >= 2 and _CAPS_HEADER.fullmatch(words)):
+        return _kind(words)
+    return None
 
 
-def _headers(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, header) of every header in ``text``, in order.
+@functools.lru_cache(maxsize=4096)
+def _bare_kind(line: str) -> tuple[bool, bool] | None:
+    """The kind of the known header that a line without a colon is (alone, any case), None when it is text."""
+    words = line.strip()
+    return _kind(words) if words.upper() in KNOWN_HEADERS else None
 
-    Works line by line: an anchored match on lines starting like a known header, and a look
-    back from each colon for capitals, several times faster than one unanchored regex over the whole text.
-    """
-    found, offset = [], 0
-    for line in text.splitlines(keepends=True):
-        match = _LINE_HEADER.match(line) if line.lstrip(" \t")[:4].upper() in _HEADER_PREFIXES else None
-        if match:
-            found.append((offset + match.start(1), offset + match.end(), match.group(1)))
-        colon = line.find(":", match.end() if match else 0)
-        while colon >= 0:
-            start = _caps_header_start(line, colon)
-            if start >= 0:
-                found.append((offset + start, offset + colon + 1, line[start:colon].rstrip()))
-            colon = line.find(":", colon + 1)
-        offset += len(line)
-    return found
+
+def _open(kind: tuple[bool, bool], opened: list) -> list[str] | None:
+    """Start a section of ``kind``: its (empty) list of text pieces when it is findings and/or impression, else None."""
+    if not (kind[0] or kind[1]):
+        return None
+    pieces: list[str] = []
+    opened.append((kind, pieces))
+    return pieces
 
 
 def extract_sections(text: str) -> dict[str, str]:
-    """``{"findings": ..., "impression": ...}`` of one report ('' for a missing section)."""
-    found: dict[str, list[str]] = {"findings": [], "impression": []}
-    headers = _headers(text)
-    for (_, end, header), following in zip(headers, [*headers[1:], None]):
-        is_findings, is_impression = _kind(header)
-        if not (is_findings or is_impression):
+    """``{"findings": ..., "impression": ...}`` of one report ('' for a missing section).
+
+    One pass over the lines with str methods (a line without a colon costs one set lookup);
+    the regex for inline headers runs only on the rare lines with a colon after their start.
+    """
+    opened: list[tuple[tuple[bool, bool], list[str]]] = []
+    pieces = None  # the open findings/impression section's text, None outside one
+    for line in text.splitlines():
+        if ":" not in line:
+            bare = _bare_kind(line) if len(line) <= _LONGEST_BARE_LINE else None
+            if bare is not None:
+                pieces = _open(bare, opened)
+            elif pieces is not None:
+                pieces.append(line)
             continue
-        body = " ".join(text[end : following[0] if following else len(text)].split())
-        if not body:
-            continue
-        if is_findings:
-            found["findings"].append(body)
-        if is_impression:
-            found["impression"].append(body)
-    return {name: " ".join(parts) for name, parts in found.items()}
+        head, _, rest = line.partition(":")
+        kind = _line_start_kind(head)
+        if kind is None:
+            rest = line
+        else:
+            pieces = _open(kind, opened)
+        if ":" in rest:
+            start = 0
+            for inline in _INLINE_HEADER.finditer(rest):
+                if pieces is not None:
+                    pieces.append(rest[start : inline.start()])
+                pieces = _open(_kind(inline.group(1)), opened)
+                start = inline.end()
+            rest = rest[start:]
+        if pieces is not None:
+            pieces.append(rest)
+    findings, impression = [], []
+    for (is_findings, is_impression), section in opened:
+        body = " ".join(" ".join(section).split())
+        if body and is_findings:
+            findings.append(body)
+        if body and is_impression:
+            impression.append(body)
+    return {"findings": " ".join(findings), "impression": " ".join(impression)}
 
 
 def _read_report(path: str) -> str:

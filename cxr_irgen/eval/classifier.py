@@ -50,12 +50,12 @@ class Classifier:
     name: str = "xrv-densenet"
     arch: dict = field(default_factory=dict)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) in [0, 1] → (B, len(pathologies)) raw outputs."""
+        """(B, 1, H, W) in [0, 1] → (B, len(pathologies)) raw outputs (the input in channels_last: faster convolutions, benchmarks/eval.py)."""
         self.model.eval()
         device = next(self.model.parameters()).device
-        return self.model(xrv_preprocess(images.to(device), self.resolution)).float().cpu()
+        return self.model(xrv_preprocess(images.to(device), self.resolution).contiguous(memory_format=torch.channels_last)).float().cpu()
 
     @classmethod
     def from_xrv_weights(cls, weights: str | Path) -> "Classifier":

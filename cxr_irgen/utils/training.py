@@ -124,7 +124,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise UserError("nothing to train: every parameter of the model is frozen")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=bool(cfg.get("fused_adamw", False)) or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps))
     ema = None
     if cfg.ema_decay:
@@ -136,7 +136,8 @@ def train(
     sampler = ResumableSampler(len(dataset), seed, accelerator.process_index, accelerator.num_processes, cfg.batch_size)
     # The loader draws its base seed from its own generator, not the global RNG (which a resumed run restores).
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_fn,
-                        drop_last=True, generator=torch.Generator().manual_seed(seed))
+                        drop_last=True, generator=torch.Generator().manual_seed(seed), pin_memory=bool(cfg.get("pin_memory", False)) and torch.cuda.is_available(),
+                        persistent_workers=bool(cfg.get("persistent_workers", False)) and cfg.num_workers > 0)
 
     step = 0
     ckpt = resolve_resume(cfg.resume, run_dir)

@@ -116,13 +116,25 @@ class VisionPipeline:
         return torch.cat(images)
 
     def _generate(self, labels, reference_images, seeds, steps, guidance, sampler, progress) -> torch.Tensor:
-        features = self.encoders.encode_conditions([labels_to_prompt(v) for v in labels], reference_images)
+        features = self._encode_distinct([labels_to_prompt(v) for v in labels], reference_images)
         dtype = next(self.model.parameters()).dtype
         condition = self.model.conditioning.tokens({k: v.to(dtype) for k, v in features.items()})
         latent_size = self.image_size // self.encoders.vae.downscale
         noise = initial_noise(seeds, (self.encoders.vae.latent_channels, latent_size, latent_size), self.device, condition.dtype)
         latents = denoise(self.model, condition, noise, sampler, steps, guidance, progress)
         return self.encoders.vae.decode(latents).cpu()
+
+    def _encode_distinct(self, prompts: list[str], reference_images: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``encode_conditions`` on each distinct prompt and reference image once (the AUROC protocol draws
+        hundreds of images per label vector), rows expanded back to the batch order."""
+        distinct = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+        prompt_rows = torch.tensor([distinct[p] for p in prompts], device=self.device)
+        references, reference_rows = None, None
+        if reference_images is not None:
+            references, reference_rows = torch.unique(reference_images.flatten(1), dim=0, return_inverse=True)
+            references = references.view(-1, *reference_images.shape[1:])
+        features = self.encoders.encode_conditions(list(distinct), references)
+        return {k: v[reference_rows if k == "image_embeds" else prompt_rows] for k, v in features.items()}
 
     def image_meta(self, labels: list[np.ndarray], seeds: list[int], reference_ids: list[str] | None, steps: int, guidance: float, scheduler: str) -> list[dict]:
         """The JSON sidecar of each image of one call."""

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cxr_irgen.utils.rundir import run_dir
+from cxr_irgen.utils.speed import apply_speed_levers
 from cxr_irgen.vision.conditioning import guidance_warning
 from cxr_irgen.vision.model import MODEL_DIR, FrozenEncoders, VisionModel, build_encoders, build_noise_scheduler, build_vision_model
 
@@ -126,6 +127,7 @@ def run(cfg) -> None:
         log.warning("%s (sample grid; generate warns again)", warning)
     if cfg.trainer.gradient_checkpointing:
         model.backbone.enable_gradient_checkpointing()
+    apply_speed_levers(model.backbone, cfg.trainer)
     encoders.to(accelerator.device, _frozen_dtype(cfg.trainer.mixed_precision))
     uses_reference = model.conditioning.uses_image
     reference = ReferenceIndex.from_index(index, exclude_rule=str(model_cfg.reference.exclude)) if uses_reference else None
