@@ -92,3 +92,26 @@ def test_fine_grained_labels_are_deterministic_on_real_iu_xray_reports(tmp_path)
     assert FineLabels.load(tmp_path) == first
     matrix = first.matrix(texts)
     assert np.array_equal(matrix, second.matrix(texts)) and matrix.sum(0).min() >= 10
+
+
+def test_the_cxr_irgen_language_module_is_a_report_generator(phantom_root, tmp_path):
+    import torch
+
+    from cxr_irgen.language.generate import ReportGenerator as LanguageChain
+    from cxr_irgen.report_models.interface import load_report_generator
+    from cxr_irgen.report_models.language_adapter import CxrIrgenReportGenerator
+    from test_language_prior import TINY_BART
+
+    common = [f"data.root={phantom_root}", "data.image_size=64", *TINY_BART, "trainer=cpu-tiny", "trainer.max_steps=2",
+              "trainer.batch_size=8", "evaluation.max_reports=0"]
+    run_command("train-language", [*common, "stage=autoencoder", f"hydra.run.dir={tmp_path / 'ae'}"])
+    run_command("train-language", [*common, "stage=prior", f"autoencoder={tmp_path / 'ae'}", "language/prior=vit-tiny", f"hydra.run.dir={tmp_path / 'prior'}"])
+
+    generator = load_report_generator(tmp_path / "prior")
+    assert isinstance(generator, CxrIrgenReportGenerator) and generator.image_size == generator.chain.representation.image_size
+    images = torch.rand(3, 1, 64, 64)
+    reports = generator(images, batch_size=2, max_length=8)
+    assert reports == LanguageChain.from_run_dir(tmp_path / "prior")(images, max_length=8)
+    assert generator(images, batch_size=2, seed=5, do_sample=True, max_length=8) == generator(images, batch_size=2, seed=5, do_sample=True, max_length=8)
+    generator.save_pretrained(tmp_path / "exported")
+    assert load_report_generator(tmp_path / "exported")(images, max_length=8) == reports
