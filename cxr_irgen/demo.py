@@ -87,9 +87,7 @@ def run(cfg) -> None:
                         [*on_data, "mode=reports", f"images_dir={test_images}", f"language.checkpoint={prior_dir}"], generate.run)
     reports_eval_dir = _step("evaluate", out / "09-evaluate-reports",
                              [*on_data, f"generated={reports_dir}", *cfg.reports.evaluate_overrides], evaluate.run)
-    for title, directory in (("generated image-report pairs", eval_dir), ("reports of real test images", reports_eval_dir)):
-        print(f"\n## {title} ({directory})\n")
-        print("\n\n".join(t.read_text() for t in sorted(directory.glob("*.md"))))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    print(f"tables (printed above by each evaluate step): {eval_dir / 'tables.md'} and {reports_eval_dir / 'tables.md'}")
     print(f"gallery: {gen_dir / 'index.html'}")
     print(f"metrics: {eval_dir / 'metrics.json'} and {reports_eval_dir / 'metrics.json'}")

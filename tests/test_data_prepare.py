@@ -22,10 +22,12 @@ def test_mimic_tree_counts_and_cache(tmp_path, capsys):
     assert counts == {
         "images": 12, "studies": 9, "subjects": 5, "images_train": 7, "images_validate": 1, "images_test": 4,
         "studies_with_report": 8, "vision_train_pa": 4, "language_stage1_findings": 3, "language_stage1_impression": 3,
-        "language_stage1_findings+impression": 4, "language_stage2_train": 4, "vision_test_pa_sample": 1,
+        "language_stage1_findings+impression": 5, "language_stage1_findings_impression_concat": 4, "language_stage2_train": 4, "vision_test_pa_sample": 1,
         "language_test_findings": 1, "language_test_findings_or_impression": 2,
     }
     assert "vision_train_pa" in capsys.readouterr().out
+    lengths = json.loads((tmp_path / "run1" / "selections.json").read_text())["token_lengths"]
+    assert lengths["findings+impression"]["n"] == 5 and lengths["findings_impression_concat"]["truncated"] == 0.0
     assert list((root / ".cxr_irgen_cache").glob("index-*.parquet")) and list((root / ".cxr_irgen_cache").glob("sections-*.parquet"))
     assert prepare(tmp_path, "run2", "data=mimic", f"data.root={root}") == counts
 

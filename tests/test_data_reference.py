@@ -30,6 +30,7 @@ def reference() -> ReferenceIndex:
     table.insert(0, "dicom_id", list(ROWS))
     table["split"] = ["validate" if d == "valset" else "train" for d in ROWS]
     table["image_path"] = [f"/img/{d}.jpg" for d in ROWS]
+    table["study_id"] = list(ROWS)  # one image per study
     return ReferenceIndex.from_index(table)
 
 
@@ -84,10 +85,10 @@ def test_nan_and_negative_zero_bit_patterns_still_hit_the_exact_key(reference):
 
 
 def test_a_single_image_cannot_reference_itself():
-    table = pd.DataFrame([parse_labels("Edema=1")], columns=list(CHEXPERT_LABELS)).assign(dicom_id="only", split="train", image_path="/x.jpg")
+    table = pd.DataFrame([parse_labels("Edema=1")], columns=list(CHEXPERT_LABELS)).assign(dicom_id="only", study_id="s", split="train", image_path="/x.jpg")
     reference = ReferenceIndex.from_index(table)
     assert reference.lookup(parse_labels("Edema=1")) == "only"
-    with pytest.raises(UserError, match="no reference image other than 'only'"):
+    with pytest.raises(UserError, match="no reference image other than 'only' and its study"):
         reference.lookup(parse_labels("Edema=1"), exclude="only")
 
 
@@ -114,3 +115,44 @@ def test_pickles_for_dataloader_workers(reference):
     before = [reference.lookup(labels, seed=s) for s in range(20)]
     copy = pickle.loads(pickle.dumps(reference))
     assert [copy.lookup(labels, seed=s) for s in range(20)] == before
+
+
+def _study_table(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
+    """(dicom_id, study_id, subject_id, labels) rows → an index table of the train split."""
+    labels = np.stack([parse_labels(text) for *_, text in rows])
+    table = pd.DataFrame(labels, columns=list(CHEXPERT_LABELS))
+    table.insert(0, "dicom_id", [r[0] for r in rows])
+    return table.assign(study_id=[r[1] for r in rows], subject_id=[r[2] for r in rows], split="train", image_path=[f"/img/{r[0]}.jpg" for r in rows])
+
+
+TWO_IMAGES_PER_STUDY = [
+    ("pa1", "s1", "p1", "Edema=1"), ("lat1", "s1", "p1", "Edema=1"),  # two views of one study
+    ("pa2", "s2", "p1", "Edema=1"),                                     # another study of the same patient
+    ("pa3", "s3", "p2", "Edema=1"), ("other", "s4", "p3", "Edema=1, Cardiomegaly=1"),
+]
+
+
+@pytest.mark.parametrize("rule, allowed", [("study", {"pa2", "pa3"}), ("patient", {"pa3"}), ("image", {"lat1", "pa2", "pa3"}), ("none", {"pa1", "lat1", "pa2", "pa3"})])
+def test_exclusion_rules_keep_the_targets_study_or_patient_out(rule, allowed):
+    reference = ReferenceIndex.from_index(_study_table(TWO_IMAGES_PER_STUDY), exclude_rule=rule)
+    assert _choices(reference, parse_labels("Edema=1"), exclude="pa1", seeds=range(400)) == allowed
+
+
+def test_study_exclusion_is_the_default_and_rule_counts_say_which_rule_fired():
+    table = _study_table(TWO_IMAGES_PER_STUDY[:2] + [("card", "s5", "p4", "Edema=0, Cardiomegaly=1")])
+    reference = ReferenceIndex.from_index(table)
+    assert reference.exclude_rule == "study"
+    assert _choices(reference, parse_labels("Edema=1"), exclude="pa1") == {"card"}  # the other view of s1 is never the reference
+    labels = table[list(CHEXPERT_LABELS)].to_numpy(np.float32)
+    assert reference.rule_counts(labels, table["dicom_id"].tolist()) == {"exact": 0, "same_positives": 0, "closest": 3}
+    assert ReferenceIndex.from_index(table, exclude_rule="image").rule_counts(labels, table["dicom_id"].tolist()) == {"exact": 2, "same_positives": 0, "closest": 1}
+    with pytest.raises(UserError, match="reference.exclude='session'"):
+        ReferenceIndex.from_index(table, exclude_rule="session")
+
+
+def test_pick_after_an_exclusion_is_unbiased():
+    rows = [(f"d{i}", f"s{i}", f"p{i}", "Edema=1") for i in range(4)]
+    reference = ReferenceIndex.from_index(_study_table(rows))
+    draws = [reference.lookup(parse_labels("Edema=1"), exclude="d1", seed=s) for s in range(3000)]
+    shares = {d: draws.count(d) / len(draws) for d in ("d0", "d2", "d3")}
+    assert "d1" not in draws and all(abs(share - 1 / 3) < 0.04 for share in shares.values()), shares  # main gave d2 one half

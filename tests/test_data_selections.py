@@ -32,12 +32,20 @@ def test_vision_train_is_train_pa(data, caplog):
     [
         ("findings", {50000001: "Enlarged heart.", 50000002: "Enlarged heart, no edema.", 50000004: "Normal chest."}),
         ("impression", {50000001: "Cardiomegaly.", 50000003: "Cardiomegaly, possible edema.", 50000004: "Normal chest."}),
-        ("findings+impression", {50000001: "Enlarged heart. Cardiomegaly.", 50000002: "Enlarged heart, no edema.", 50000003: "Cardiomegaly, possible edema.", 50000004: "Normal chest."}),
+        ("findings_impression_concat", {50000001: "Enlarged heart. Cardiomegaly.", 50000002: "Enlarged heart, no edema.", 50000003: "Cardiomegaly, possible edema.", 50000004: "Normal chest."}),
     ],
 )
 def test_language_stage1_texts_of_train_studies(data, variant, expected):
     selected = selections.language_stage1(*data, variant=variant)
     assert dict(zip(selected["study_id"], selected["text"])) == expected  # validate/test studies (50000006+) excluded
+
+
+def test_findings_plus_impression_is_each_section_its_own_sample_as_in_the_paper(data):
+    selected = selections.language_stage1(*data, variant="findings+impression")
+    assert sorted(zip(selected["study_id"], selected["text"])) == [
+        (50000001, "Cardiomegaly."), (50000001, "Enlarged heart."), (50000002, "Enlarged heart, no edema."),
+        (50000003, "Cardiomegaly, possible edema."), (50000004, "Normal chest."),  # a combined FINDINGS AND IMPRESSION section once
+    ]
 
 
 def test_language_stage2_one_frontal_image_per_study_pa_preferred(data):

@@ -54,6 +54,7 @@ def test_demo_writes_every_stage(demo_run):
     assert all(row["report"] and row["prompt"].startswith("A chest X-Ray image") for row in rows)
     report_rows = [json.loads(line) for line in (demo_run / "08-reports" / "pairs.jsonl").read_text().splitlines()]
     assert len(report_rows) == 5 and all(Path(row["image"]).is_file() for row in report_rows)
+    assert all(row["decoding"]["no_repeat_ngram_size"] == 0 and row["decoding"]["num_beams"] >= 1 for row in rows + report_rows)  # full decoding config per sidecar
     text = json.loads((demo_run / "09-evaluate-reports" / "metrics.json").read_text())["text"]
     assert text["n_reports"] >= 1 and 0.0 <= text["bleu4"] <= 1.0
 

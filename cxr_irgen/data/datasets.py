@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from cxr_irgen.data.imageio import BadImageError, read_image
 from cxr_irgen.data.labels import CHEXPERT_LABELS, labels_to_prompt
 from cxr_irgen.data.reference import ReferenceIndex, mix64
-from cxr_irgen.data.selections import stage1_text, with_sections
+from cxr_irgen.data.selections import stage1_texts, with_sections
 from cxr_irgen.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -133,14 +133,13 @@ class ReportTextDataset(Dataset):
 class ImageReportDataset(_ImageItems):
     """Image/report pairs: ``pixel_values`` (1, S, S) in [0, 1], ``text`` str (the ``variant`` of the report), ``dicom_id``.
 
-    Rows of ``index`` whose study has no ``variant`` text in ``sections`` are dropped.
+    Rows of ``index`` whose study has no ``variant`` text in ``sections`` are dropped; with
+    ``findings+impression`` an image with both sections gives two pairs, one per section.
     """
 
     def __init__(self, index: pd.DataFrame, sections: pd.DataFrame, image_size: int, variant: str = "findings", skip_bad: bool = False):
         super().__init__(skip_bad)
-        rows = with_sections(index, sections)
-        rows = rows.assign(text=stage1_text(rows, variant))
-        rows = rows[rows["text"] != ""]
+        rows = stage1_texts(with_sections(index, sections), variant)
         if not len(rows):
             raise UserError(f"no image/report pairs with a {variant} text: check the reports under data.root")
         self.dicom_ids = rows["dicom_id"].tolist()

@@ -146,17 +146,17 @@ def _join(names: list[str]) -> str:
 def labels_to_prompt(vec: np.ndarray) -> str:
     """The CXR-IRGen prompt: 'A chest X-Ray image with P1, P2 and P3, without N1 and N2, and unclear about U1'.
 
-    Groups follow the canonical order, names are lower-case, empty groups are dropped.
+    The paper's template "with ..., without ..., and unclear about ..." with empty groups dropped:
+    each group keeps its own connector (``, without``; ``, and unclear about``), so two groups read
+    'with cardiomegaly, without edema'. Names are lower-case, in canonical order.
     """
     parts = []
     for word, value in _GROUP_WORDS:
         names = [n.lower() for n, v in zip(CHEXPERT_LABELS, vec) if v == value]
         if names:
-            parts.append(f"{word} {_join(names)}")
-    if not parts:
-        return PROMPT_PREFIX
-    body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
-    return f"{PROMPT_PREFIX} {body}"
+            connector = "" if not parts else (", and " if value == UNCERTAIN else ", ")
+            parts.append(f"{connector}{word} {_join(names)}")
+    return " ".join([PROMPT_PREFIX, "".join(parts)]) if parts else PROMPT_PREFIX
 
 
 _GROUP_RE = re.compile(r"(?:^|, (?:and )?)(with|without|unclear about) ")

@@ -16,7 +16,7 @@ from cxr_irgen.errors import UserError
 log = logging.getLogger(__name__)
 
 FRONTAL_VIEWS = ("PA", "AP")
-STAGE1_VARIANTS = ("findings", "impression", "findings+impression")
+STAGE1_VARIANTS = ("findings", "impression", "findings+impression", "findings_impression_concat")
 TEST_REQUIREMENTS = ("findings", "findings_or_impression")
 
 
@@ -56,26 +56,34 @@ def vision_train(index: pd.DataFrame) -> pd.DataFrame:
     return selected
 
 
-def stage1_text(sections: pd.DataFrame, variant: str) -> pd.Series:
-    """The report text of each row of ``sections`` for a stage-1 variant ('' when the needed sections are missing)."""
+def stage1_texts(frame: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """The rows of ``frame`` (with findings and impression columns) repeated once per text of a stage-1 variant,
+    in a new ``text`` column; rows without the needed section(s) are dropped.
+
+    - ``findings`` / ``impression``: that section alone;
+    - ``findings+impression`` (the paper): each section its own sample, so a report with both gives
+      two rows (findings rows first, then impression rows);
+    - ``findings_impression_concat``: one text, the two sections joined with a space.
+    A combined FINDINGS AND IMPRESSION section (the same text in both columns) counts once.
+    """
     _check_choice("variant", variant, STAGE1_VARIANTS)
+    findings, impression = frame["findings"].fillna(""), frame["impression"].fillna("")
+    combined = findings == impression
     if variant == "findings+impression":
-        joined = (sections["findings"] + " " + sections["impression"]).str.strip()
-        return joined.where(sections["findings"] != sections["impression"], sections["findings"])
-    return sections[variant]
+        parts = [frame.assign(text=findings), frame.assign(text=impression.where(~combined, ""))]
+        texts = pd.concat(parts, ignore_index=True)
+    elif variant == "findings_impression_concat":
+        texts = frame.assign(text=(findings + " " + impression).str.strip().where(~combined, findings))
+    else:
+        texts = frame.assign(text=frame[variant].fillna(""))
+    return texts[texts["text"] != ""].reset_index(drop=True)
 
 
 def language_stage1(index: pd.DataFrame, sections: pd.DataFrame, variant: str = "findings") -> pd.DataFrame:
-    """(study_id, text) of every train study whose report has the ``variant`` section(s).
-
-    ``findings`` and ``impression`` take that section alone; ``findings+impression`` joins
-    the two with a space (studies with either one; a combined FINDINGS AND IMPRESSION
-    section counts once).
-    """
+    """(study_id, text) of every train study's ``variant`` text(s) (:func:`stage1_texts`), sorted by study."""
     train_studies = index.loc[index["split"] == "train", "study_id"].unique()
-    texts = sections[sections["study_id"].isin(train_studies)]
-    selected = pd.DataFrame({"study_id": texts["study_id"], "text": stage1_text(texts, variant)})
-    selected = selected[selected["text"] != ""].sort_values("study_id").reset_index(drop=True)
+    texts = stage1_texts(sections[sections["study_id"].isin(train_studies)], variant)
+    selected = texts[["study_id", "text"]].sort_values("study_id", kind="stable").reset_index(drop=True)
     log.info("language_stage1[%s]: %d texts from %d train studies", variant, len(selected), len(train_studies))
     return selected
 

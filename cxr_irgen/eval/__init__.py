@@ -3,7 +3,34 @@
 - ``labeler``: rule-based CheXpert labeler and ``cxr-irgen label-reports``; ``chexbert``: optional CheXbert backend.
 - ``text_metrics``: BLEU-1..4, ROUGE-L (coco, rouge_score), CIDEr-D, METEOR; ``report_guards``: distinct / copy shares.
 - ``chexpert_f1``: CheXpert F1 of generated vs reference reports with bootstrap CIs.
-- ``features`` + ``image_metrics``: FID feature extractors, Fréchet distance, PSNR/SSIM, MS-SSIM diversity.
+- ``features`` + ``image_metrics``: FID feature extractors (XRV, Inception from NVIDIA's TorchScript file or
+  torch-fidelity's), Fréchet distance, PSNR/SSIM, MS-SSIM diversity.
+- ``kid``: Kernel Inception Distance (torch-fidelity's subsets); ``prdc``: precision/recall/density/coverage (k = 5).
+- ``memorisation``: nearest training image of each generated image by feature cosine and by SSIM.
+- ``utility``: classifiers trained on real / synthetic / real+synthetic images, AUROC on real test images.
 - ``auroc`` + ``classifier``: the paper's AUROC protocol and its XRV DenseNet (``cxr-irgen train-classifier``).
 - ``generated``, ``tables``, ``evaluate``: ``cxr-irgen evaluate`` (inputs, paper-style tables, orchestration).
+
+The metric functions below are importable from here (loaded on first use, so importing this
+package stays light).
 """
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "fid_from_features": "image_metrics", "frechet_distance": "image_metrics", "psnr": "image_metrics", "ssim": "image_metrics",
+    "ms_ssim": "image_metrics", "check_unit_images": "image_metrics",
+    "kid_from_features": "kid", "prdc_from_features": "prdc", "nearest_training_images": "memorisation",
+    "downstream_utility": "utility", "utility_table": "utility", "bootstrap_auroc": "utility",
+    "build_feature_extractor": "features", "NvidiaInceptionFeatures": "features", "InceptionFeatures": "features", "XRVFeatures": "features",
+    "protocol_auroc": "auroc",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -7,6 +7,11 @@ pathology scores them; AUROC by ``sklearn.metrics.roc_auc_score`` on the raw sco
 thresholded). The mean is over pathologies with both groups non-empty. The same protocol
 runs on generated images (labels = their conditioning labels) and on real test images
 (labels = the data set's labels) for reference.
+
+Contradictory labels: an image labelled No Finding *and* positive for a finding (any
+observation but No Finding and Support Devices, which CheXpert allows alongside No
+Finding) is not a No Finding image; it can only enter the positive group of that finding.
+Their number is reported as ``n_no_finding_conflicting``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,23 @@ from cxr_irgen.errors import UserError
 
 PAPER_PATHOLOGIES = ("Atelectasis", "Cardiomegaly", "Lung Opacity", "Effusion", "Pneumonia")
 NO_FINDING = LABEL_INDEX["No Finding"]
+FINDINGS = [i for name, i in LABEL_INDEX.items() if name not in ("No Finding", "Support Devices")]
+
+
+def no_finding_rows(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Indices of (N, 14) ``labels`` with No Finding = 1 and no positive finding; and how many No Finding rows had one."""
+    labelled = labels[:, NO_FINDING] == 1.0
+    with_finding = (labels[:, FINDINGS] == 1.0).any(axis=1)
+    return np.flatnonzero(labelled & ~with_finding), int((labelled & with_finding).sum())
 
 
 def protocol_groups(labels: np.ndarray, pathologies: Sequence[str], n: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{pathology: (positive indices, No Finding indices)}`` into (N, 14) ``labels``, each at most ``n``, seeded."""
+    """``{pathology: (positive indices, No Finding indices)}`` into (N, 14) ``labels``, each at most ``n``, seeded.
+
+    No Finding rows that also carry a positive finding are left out (module docstring).
+    """
     rng = np.random.default_rng(seed)
-    no_finding = np.flatnonzero(labels[:, NO_FINDING] == 1.0)
+    no_finding, _ = no_finding_rows(labels)
     groups = {}
     for pathology in pathologies:
         positive = np.flatnonzero(labels[:, LABEL_INDEX[canonical_name(pathology)]] == 1.0)

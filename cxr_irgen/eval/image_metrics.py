@@ -10,6 +10,10 @@
   images use as many scales as fit (``(11 − 1)·2^(s−1) < size``) with the standard
   weights renormalised, and the number of scales is reported; negative contrast terms
   are clipped to 0 (torchmetrics' ``normalize="relu"``).
+
+Bad input is refused, never averaged in: images with a NaN/inf pixel or outside [0, 1] (e.g. still
+in 0–255: divide by 255 first) raise ``ValueError`` (:func:`check_unit_images`); so do features
+with NaN/inf and covariances that are not symmetric positive semi-definite.
 """
 
 from __future__ import annotations
@@ -24,11 +28,31 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 SSIM_KERNEL, SSIM_SIGMA = 11, 1.5
 
 
+def check_unit_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
+    """``images`` unchanged if every pixel is finite and in [0, 1]; ``ValueError`` naming the problem otherwise."""
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{what}: {int((~torch.isfinite(images)).sum())} NaN/inf pixel(s); image metrics need finite pixels in [0, 1]")
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        hint = " (0-255 images: divide by 255)" if high > 1.0 else ""
+        raise ValueError(f"{what}: pixels span [{low:g}, {high:g}], image metrics need [0, 1]{hint}")
+    return images
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor, metric: str) -> None:
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"{metric}: need two (B, 1, H, W) batches of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    check_unit_images(a, f"{metric}: first images")
+    check_unit_images(b, f"{metric}: second images")
+
+
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean (D,) and unbiased covariance (D, D) of (N, D) features, float64."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or len(features) < 2:
         raise ValueError(f"need (N >= 2, D) features, got shape {features.shape}")
+    if not np.isfinite(features).all():
+        raise ValueError("FID: the features contain NaN or inf")
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -38,10 +62,16 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     ``Tr((Σ₁Σ₂)^½)`` is computed as ``Σ √λ`` over the eigenvalues λ of the symmetric PSD matrix
     ``Σ₁^½ Σ₂ Σ₁^½`` (same eigenvalues as ``Σ₁Σ₂``): two ``eigh`` calls, exact for singular
     covariances too, and much faster than ``scipy.linalg.sqrtm`` at D = 1024-2048 (the tests
-    check it against ``sqrtm``).
+    check it against ``sqrtm``). A covariance that is not symmetric positive semi-definite (beyond
+    round-off: eigenvalues below −1e-8 × the largest) raises ``ValueError``.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    dim = len(mu1)
+    if mu2.shape != (dim,) or sigma1.shape != (dim, dim) or sigma2.shape != (dim, dim):
+        raise ValueError(f"Fréchet distance needs means (D,) and covariances (D, D), got {mu1.shape}, {sigma1.shape}, {mu2.shape}, {sigma2.shape}")
+    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
+        _check_covariance(name, sigma)
     values, vectors = np.linalg.eigh((sigma1 + sigma1.T) / 2)
     root1 = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
     product = root1 @ sigma2 @ root1
@@ -50,8 +80,31 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
 
 
+def _check_covariance(name: str, sigma: np.ndarray) -> None:
+    if not np.isfinite(sigma).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    scale = max(float(np.abs(sigma).max()), 1e-300)
+    if np.abs(sigma - sigma.T).max() > 1e-8 * scale:
+        raise ValueError(f"{name} is not symmetric: not a covariance matrix")
+    lowest = float(np.linalg.eigvalsh((sigma + sigma.T) / 2).min())
+    if lowest < -1e-8 * scale:
+        raise ValueError(f"{name} is not positive semi-definite (smallest eigenvalue {lowest:.3g}): not a covariance matrix")
+
+
 def fid_from_features(generated: np.ndarray, real: np.ndarray) -> float:
-    """FID of two feature sets (N, D) and (M, D)."""
+    """FID of two feature sets (N, D) and (M, D).
+
+    When N + M < D, both sets are first expressed in an orthonormal basis of the span of all
+    N + M feature vectors: exact (the means lie in that span and both covariances vanish
+    outside it; FID is invariant under rotations), and (N + M)-dimensional eigen problems
+    instead of D-dimensional ones.
+    """
+    generated, real = np.asarray(generated, np.float64), np.asarray(real, np.float64)
+    if not (np.isfinite(generated).all() and np.isfinite(real).all()):
+        raise ValueError("FID: the features contain NaN or inf")
+    if generated.ndim == real.ndim == 2 and generated.shape[1] == real.shape[1] and len(generated) + len(real) < generated.shape[1]:
+        basis, _ = np.linalg.qr(np.concatenate([generated, real]).T)  # (D, N + M), orthonormal columns
+        generated, real = generated @ basis, real @ basis
     return frechet_distance(*feature_statistics(generated), *feature_statistics(real))
 
 
@@ -71,6 +124,7 @@ def pair_by_label(generated_keys: Sequence[str], real_keys: Sequence[str], seed:
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR (B,) of (B, 1, H, W) images in [0, 1] (data range 1)."""
+    _check_pair(a, b, "psnr")
     mse = ((a.double() - b.double()) ** 2).flatten(1).mean(1)
     return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-20))
 
@@ -102,6 +156,7 @@ def _ssim_maps(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM (B,) of (B, 1, H, W) images in [0, 1]: Gaussian window 11, σ 1.5, data range 1, valid region."""
+    _check_pair(a, b, "ssim")
     return _ssim_maps(a, b)[0].flatten(1).mean(1)
 
 
@@ -117,6 +172,7 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-pair MS-SSIM (B,) of (B, 1, H, W) images in [0, 1] with as many scales as the size allows (weights renormalised)."""
     import torch.nn.functional as F
 
+    _check_pair(a, b, "ms-ssim")
     scales = ms_ssim_scales(min(a.shape[-2:]))
     weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], dtype=torch.float64)
     weights = weights / weights.sum()

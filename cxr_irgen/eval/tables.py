@@ -9,7 +9,10 @@
   generated reports' labels with their conditioning labels.
 
 Column headers name the variant (feature extractor, N, resolution, classifier, labeler,
-uncertain mapping, averaging). Missing values are "—".
+uncertain mapping, averaging). A metric that did not run shows "skipped: <reason>" (from
+``metrics["skipped"]``); a number from randomly initialised weights (only with
+``eval.allow_random_weights=true``) is marked in its cell and in the row name; each AUROC
+carries its positives/negatives. Other missing values are "—".
 """
 
 from __future__ import annotations
@@ -26,6 +29,26 @@ def _fmt(value, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _value(metrics: dict, metric: str, value, digits: int = 4):
+    """A cell of ``metric``: the number (marked when it comes from random weights), or why it is missing."""
+    if value is None:
+        reason = (metrics.get("skipped") or {}).get(metric)
+        return f"skipped: {reason}" if reason else None
+    if (metrics.get(metric) or {}).get("random_weights"):
+        return f"{_fmt(value, digits)} (RANDOM WEIGHTS)"
+    return value
+
+
+def _model(metrics: dict, *shown: str) -> str:
+    """The row name, marked when one of the ``shown`` metrics comes from random weights."""
+    random = [m for m in shown if (metrics.get(m) or {}).get("random_weights")]
+    return metrics["model"] + (f" [random weights: {', '.join(random)}]" if random else "")
+
+
+def _auroc_cell(entry: dict) -> str:
+    return f"{_fmt(entry['auroc'])} ({entry['n_positive']}+/{entry['n_no_finding']}−)"
 
 
 def _get(metrics: dict, *keys):
@@ -46,20 +69,25 @@ def table1(metrics: dict) -> tuple[str, list[str], list[list]]:
         "SSIM (gauss 11, σ 1.5, range 1)",
         f"MS-SSIM within label ({div.get('scales', DASH)} scales; lower = more diverse)",
     ]
-    rows = [[metrics["model"], fid.get("value"), pairs.get("psnr"), pairs.get("ssim"), div.get("ms_ssim_within_label")]]
+    rows = [[_model(metrics, "fid", "psnr_ssim", "diversity"), _value(metrics, "fid", fid.get("value")), _value(metrics, "psnr_ssim", pairs.get("psnr")),
+             _value(metrics, "psnr_ssim", pairs.get("ssim")), _value(metrics, "diversity", div.get("ms_ssim_within_label"))]]
     return caption, header, rows
 
 
 def table2(metrics: dict) -> tuple[str, list[str], list[list]]:
     auroc = metrics.get("auroc") or {}
     pathologies = list((_get(auroc, "generated", "per_pathology") or _get(auroc, "real", "per_pathology") or {}).keys())
-    caption = f"Table 2: AUROC, classifier {auroc.get('classifier', DASH)}; up to N={auroc.get('n', DASH)} positives vs N No Finding per pathology."
+    caption = (f"Table 2: AUROC, classifier {auroc.get('classifier', DASH)}; up to N={auroc.get('n', DASH)} positives vs N No Finding per pathology "
+               "(each cell: AUROC (positives+/negatives−)).")
     header = ["Images", *pathologies, "Mean"]
     rows = []
-    for source, label in (("generated", metrics["model"]), ("real", "real test images")):
+    for source, label in (("generated", _model(metrics, "auroc")), ("real", "real test images")):
         block = auroc.get(source)
         if block:
-            rows.append([label, *[block["per_pathology"][p]["auroc"] for p in pathologies], block["mean"]])
+            rows.append([label, *[_auroc_cell(block["per_pathology"][p]) for p in pathologies], block["mean"]])
+    if not rows and _value(metrics, "auroc", None):
+        rows.append([_model(metrics, "auroc"), _value(metrics, "auroc", None)])
+        header = ["Images", "AUROC"]
     return caption, header, rows
 
 
@@ -69,8 +97,10 @@ def table3(metrics: dict) -> tuple[str, list[str], list[list]]:
                f"(n={text.get('n_reports', DASH)}; tokenizer {text.get('tokenizer', DASH)}); CheXpert F1 labeler {f1.get('labeler', DASH)}.")
     header = ["Model", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L (coco, β=1.2)", "ROUGE-L (rouge_score F, stemmed)", "CIDEr-D", "METEOR",
               "CheXpert F1 (micro, 14, positive only)", "CheXpert F1 (micro, 14, uncertain=positive)", "CheXpert F1 (macro, top 5, positive only)"]
-    rows = [[metrics["model"], *[text.get(f"bleu{k}") for k in range(1, 5)], text.get("rougeL_coco"), text.get("rougeL_f_stem"), text.get("cider_d"), text.get("meteor"),
-             _get(f1, "positive_only", "micro_14", "value"), _get(f1, "uncertain_as_positive", "micro_14", "value"), _get(f1, "positive_only", "macro_top5", "value")]]
+    scores = [text.get(f"bleu{k}") for k in range(1, 5)] + [text.get("rougeL_coco"), text.get("rougeL_f_stem"), text.get("cider_d")]
+    f1s = [_get(f1, "positive_only", "micro_14", "value"), _get(f1, "uncertain_as_positive", "micro_14", "value"), _get(f1, "positive_only", "macro_top5", "value")]
+    meteor = text.get("meteor") if text.get("meteor") is not None or not text else "skipped: needs java on PATH (eval.text.meteor)"
+    rows = [[_model(metrics, "text", "chexpert_f1"), *[_value(metrics, "text", v) for v in scores], meteor, *[_value(metrics, "chexpert_f1", v) for v in f1s]]]
     return caption, header, rows
 
 
@@ -90,14 +120,17 @@ def table4(metrics: dict) -> tuple[str, list[str], list[list]]:
     f1 = metrics.get("chexpert_f1") or {}
     caption = f"Table 4: CheXpert F1 of generated vs reference reports (labeler {f1.get('labeler', DASH)}; 95% bootstrap CI, {f1.get('n_bootstrap', DASH)} resamples)."
     header = ["Model", "uncertain mapping", "averaging", "labels", "F1", "95% CI"]
-    return caption, header, _f1_rows(metrics["model"], f1)
+    rows = _f1_rows(metrics["model"], f1)
+    if not rows and _value(metrics, "chexpert_f1", None):
+        rows = [[metrics["model"], _value(metrics, "chexpert_f1", None), DASH, DASH, DASH, DASH]]
+    return caption, header, rows
 
 
 def table5(metrics: dict) -> tuple[str, list[str], list[list]]:
     guards, agree = metrics.get("guards") or {}, metrics.get("report_label_agreement") or {}
     caption = f"Table 5: report guards ({guards.get('copy_threshold', 'no training reports')}) and labels of generated reports vs their conditioning labels (micro F1, 14)."
     header = ["Model", "distinct reports share", "training-copy share", "label agreement F1 (positive only)", "label agreement F1 (uncertain=positive)"]
-    rows = [[metrics["model"], guards.get("distinct_share"), guards.get("copy_share"),
+    rows = [[_model(metrics, "guards"), _value(metrics, "guards", guards.get("distinct_share")), _value(metrics, "guards", guards.get("copy_share")),
              _get(agree, "positive_only", "micro_14", "value"), _get(agree, "uncertain_as_positive", "micro_14", "value")]]
     return caption, header, rows
 

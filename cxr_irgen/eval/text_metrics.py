@@ -14,6 +14,9 @@ dropped, hyphenated words and decimals kept whole) by :func:`tokenize`, then:
 - ``cider_d``: pycocoevalcap's CIDEr (which is CIDEr-D: clipped tf-idf n-gram vectors,
   Gaussian length penalty σ = 6, ×10), document frequencies from the evaluated references.
 - ``meteor``: pycocoevalcap's METEOR 1.5 jar, only when ``java`` is on PATH.
+
+Empty input and generated/reference lists of different lengths raise ``ValueError`` (every
+function, never a silent truncation by ``zip``); so does a report with an empty reference list.
 """
 
 from __future__ import annotations
@@ -44,8 +47,20 @@ def _as_reference_lists(references: Sequence[str | Sequence[str]]) -> list[list[
     return [[r] if isinstance(r, str) else list(r) for r in references]
 
 
+def check_pairs(hypotheses: Sequence, references: Sequence, metric: str) -> None:
+    """``ValueError`` unless there is at least one report and exactly one reference entry per report, none empty."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{metric}: {len(hypotheses)} generated reports but {len(references)} references")
+    if not len(hypotheses):
+        raise ValueError(f"{metric}: no reports to score")
+    empty = [i for i, refs in enumerate(references) if not isinstance(refs, str) and not len(refs)]
+    if empty:
+        raise ValueError(f"{metric}: report {empty[0]} has an empty list of references")
+
+
 def bleu(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], max_n: int = MAX_N) -> list[float]:
     """Corpus BLEU-1..max_n of tokenised hypotheses vs lists of tokenised references ("closest" brevity penalty)."""
+    check_pairs(hypotheses, references, "bleu")
     tiny, small = 1e-15, 1e-9
     correct, guess = np.zeros(max_n), np.zeros(max_n)
     hyp_len = ref_len = 0
@@ -84,26 +99,29 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
 
 def rouge_l_coco(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], beta: float = 1.2) -> float:
     """pycocoevalcap ROUGE-L: per report F_β of the best LCS precision and recall over references; mean over reports."""
+    check_pairs(hypotheses, references, "rouge_l_coco")
     scores = []
     for hyp, refs in zip(hypotheses, references):
         lcs = [lcs_length(ref, hyp) for ref in refs]
         precision = max(l / len(hyp) if hyp else 0.0 for l in lcs)
         recall = max(l / len(r) if r else 0.0 for l, r in zip(lcs, refs))
         scores.append((1 + beta**2) * precision * recall / (recall + beta**2 * precision) if precision and recall else 0.0)
-    return float(np.mean(scores)) if scores else float("nan")
+    return float(np.mean(scores))
 
 
 def rouge_l_stemmed(hypotheses: Sequence[str], references: Sequence[list[str]]) -> float:
     """rouge_score ROUGE-L F-measure with Porter stemming, best reference per report, mean over reports."""
     from rouge_score import rouge_scorer
 
+    check_pairs(hypotheses, references, "rouge_l_stemmed")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     scores = [max(scorer.score(ref, hyp)["rougeL"].fmeasure for ref in refs) for hyp, refs in zip(hypotheses, references)]
-    return float(np.mean(scores)) if scores else float("nan")
+    return float(np.mean(scores))
 
 
 def cider_d(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], sigma: float = 6.0) -> float:
     """pycocoevalcap CIDEr(-D): mean over reports of 10 × mean_n mean_refs clipped tf-idf cosine × length penalty."""
+    check_pairs(hypotheses, references, "cider_d")
     ref_counts = [[_ngrams(r) for r in refs] for refs in references]
     document_frequency: Counter = Counter()
     for counts in ref_counts:
@@ -131,13 +149,14 @@ def cider_d(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]
                     value /= norm_h[n] * norm_r[n]
                 total[n] += value * math.exp(-((len_h - len_r) ** 2) / (2 * sigma**2))
         scores.append(10.0 * total.mean() / len(refs))
-    return float(np.mean(scores)) if scores else float("nan")
+    return float(np.mean(scores))
 
 
 def meteor(hypotheses: Sequence[str], references: Sequence[list[str]]) -> float | None:
     """pycocoevalcap METEOR 1.5 (Java) on tokenised text; None when ``java`` is not on PATH."""
     if shutil.which("java") is None:
         return None
+    check_pairs(hypotheses, references, "meteor")
     from pycocoevalcap.meteor.meteor import Meteor
 
     gts = {i: [" ".join(tokenize(r)) for r in refs] for i, refs in enumerate(references)}
@@ -150,8 +169,7 @@ def meteor(hypotheses: Sequence[str], references: Sequence[list[str]]) -> float 
 
 def text_metrics(hypotheses: Sequence[str], references: Sequence[str | Sequence[str]], with_meteor: bool = True) -> dict:
     """All metrics for N generated reports and their references (a string or a list of strings each)."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} generated reports but {len(references)} references")
+    check_pairs(hypotheses, references, "text_metrics")
     ref_lists = _as_reference_lists(references)
     hyp_tokens = [tokenize(h) for h in hypotheses]
     ref_tokens = [[tokenize(r) for r in refs] for refs in ref_lists]

@@ -124,6 +124,25 @@ class ReportAutoencoder(nn.Module):
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         return reconstruction_loss(self.logits(embeddings, decoder_input_ids), labels)
 
+    def decoding_settings(self, max_length: int = 128, num_beams: int = 1, do_sample: bool = False, top_p: float = 0.9) -> dict:
+        """Every decoding field :meth:`decode` sets, explicitly (recorded in runs and sidecars).
+
+        Nothing is left to the checkpoint's own ``generation_config``: bart-base's carries
+        ``no_repeat_ngram_size=3``, ``num_beams=4``, ``length_penalty=2``, ``early_stopping`` and
+        ``forced_bos_token_id``, which transformers would otherwise fill into every unset field.
+        Greedy and beam search ignore ``top_p``/``top_k``/``temperature`` (set to transformers' defaults
+        then); nucleus sampling uses ``top_p`` alone (``top_k=0``).
+        """
+        config = self.bart.config
+        return {
+            "max_new_tokens": int(max_length), "min_new_tokens": 0, "num_beams": int(num_beams), "do_sample": bool(do_sample),
+            "top_p": float(top_p) if do_sample else 1.0, "top_k": 0 if do_sample else 50, "temperature": 1.0, "no_repeat_ngram_size": 0,
+            "repetition_penalty": 1.0, "length_penalty": 1.0, "early_stopping": False, "num_return_sequences": 1,
+            "forced_bos_token_id": None, "forced_eos_token_id": None, "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+            "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id,
+            "decoder_start_token_id": config.decoder_start_token_id,
+        }
+
     @torch.no_grad()
     def decode(
         self,
@@ -134,21 +153,16 @@ class ReportAutoencoder(nn.Module):
         top_p: float = 0.9,
         batch_size: int = 64,
     ) -> list[str]:
-        """Embeddings (B, d) → B reports; batched, each stops at ``</s>`` or after ``max_length`` new tokens."""
+        """Embeddings (B, d) → B reports; batched, each stops at ``</s>`` or after ``max_length`` new tokens.
+
+        Decodes with exactly :meth:`decoding_settings`: the model's ``generation_config`` is replaced
+        by them first, so no checkpoint default can fill a field left unset.
+        """
         from transformers import GenerationConfig
         from transformers.modeling_outputs import BaseModelOutput
 
-        config = self.bart.config
-        generation = GenerationConfig(
-            max_new_tokens=int(max_length),
-            num_beams=int(num_beams),
-            do_sample=bool(do_sample),
-            top_p=float(top_p) if do_sample else None,
-            bos_token_id=config.bos_token_id,
-            eos_token_id=config.eos_token_id,
-            pad_token_id=config.pad_token_id,
-            decoder_start_token_id=config.decoder_start_token_id,
-        )
+        generation = GenerationConfig(**self.decoding_settings(max_length, num_beams, do_sample, top_p))
+        self.bart.generation_config = generation
         reports: list[str] = []
         for chunk in embeddings.split(int(batch_size)):
             memory = chunk.to(self.device, self.bart.dtype).unsqueeze(1)

@@ -89,6 +89,10 @@ class ReportGenerator:
         """(B, 1, H, W) in [0, 1] → predicted report embeddings (B, d)."""
         return self.prior(self.representation(images.to(self.device))).float()
 
+    def decoding_settings(self, num_beams: int = 1, do_sample: bool = False, top_p: float = 0.9, max_length: int = 128) -> dict:
+        """The full decoding config :meth:`__call__` uses with these arguments (recorded in each generate sidecar)."""
+        return self.autoencoder.decoding_settings(max_length=max_length, num_beams=num_beams, do_sample=do_sample, top_p=top_p)
+
     @torch.no_grad()
     def __call__(
         self,

@@ -37,3 +37,18 @@ def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 
     return load_pretrained(AutoTokenizer, str(source), None, "tokenizer.json (or vocab.json + merges.txt) and tokenizer_config.json")
+
+
+def token_length_summary(tokenizer, texts: list[str], max_length: int) -> dict:
+    """Token counts of ``texts`` (special tokens included, no truncation): n, mean, median, p90, p99, max and
+    ``truncated`` (the share longer than ``max_length``, which training would cut)."""
+    import numpy as np
+
+    if not texts:
+        return {"n": 0, "max_length": int(max_length), "truncated": 0.0}
+    lengths = np.array([len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]])
+    return {
+        "n": int(len(lengths)), "mean": round(float(lengths.mean()), 1), "median": float(np.median(lengths)),
+        "p90": float(np.percentile(lengths, 90)), "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max()),
+        "max_length": int(max_length), "truncated": round(float((lengths > max_length).mean()), 5),
+    }

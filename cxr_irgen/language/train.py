@@ -32,6 +32,7 @@ from cxr_irgen.language.autoencoder import ReportAutoencoder, build_autoencoder
 from cxr_irgen.language.generate import ReportGenerator, write_generator_config
 from cxr_irgen.language.prior import build_prior, prior_loss
 from cxr_irgen.language.representation import build_image_representation
+from cxr_irgen.language.tokenizer import token_length_summary
 from cxr_irgen.utils.rundir import run_dir
 from cxr_irgen.utils.training import make_accelerator, train
 from cxr_irgen.vision.loading import freeze
@@ -68,14 +69,13 @@ def stage1_reports(cfg: DictConfig) -> dict[str, list[str]]:
     MIMIC layout (mimic, phantom): the train split's reports and the validate split's.
     IU X-ray: its reports split ``iu_split`` by report (seeded); held out is the test part.
     """
-    from cxr_irgen.data.selections import language_stage1, stage1_text
+    from cxr_irgen.data.selections import language_stage1, stage1_texts
 
     variant = str(cfg.text)
     if cfg.data.name == "iu_xray":
         from cxr_irgen.data.iu_xray import load_iu_reports
 
-        reports = load_iu_reports()
-        texts = [t for t in stage1_text(reports, variant).tolist() if t]
+        texts = stage1_texts(load_iu_reports(), variant)["text"].tolist()
         parts = split_reports(texts, cfg.iu_split, int(cfg.seed))
         log.info("IU X-ray %s: %d reports -> %s", variant, len(texts), {k: len(v) for k, v in parts.items()})
         return {"train": parts["train"], "heldout": parts["test"]}
@@ -85,7 +85,7 @@ def stage1_reports(cfg: DictConfig) -> dict[str, list[str]]:
     sections = load_sections(table, cfg.data)
     train_texts = language_stage1(table, sections, variant)["text"].tolist()
     validate = sections[sections["study_id"].isin(table.loc[table["split"] == "validate", "study_id"])]
-    heldout = [t for t in stage1_text(validate, variant).tolist() if t]
+    heldout = stage1_texts(validate, variant)["text"].tolist()
     return {"train": train_texts, "heldout": heldout}
 
 
@@ -114,6 +114,10 @@ def train_autoencoder(cfg: DictConfig) -> Path:
     if (out / "tokenizer").is_dir():
         model_cfg = OmegaConf.merge(cfg.model, {"tokenizer": str(out / "tokenizer")})
     model = build_autoencoder(model_cfg, reports["train"])
+    lengths = token_length_summary(model.tokenizer, reports["train"], model.max_length)
+    log.info("stage-1 %s token lengths (model tokenizer): %s", cfg.text, lengths)
+    if lengths["truncated"] > 0.01:
+        log.warning("model.max_length=%d truncates %.1f%% of the training texts: raise model.max_length", model.max_length, 100 * lengths["truncated"])
     if accelerator.is_main_process:
         model.tokenizer.save_pretrained(out / "tokenizer")
     if cfg.trainer.gradient_checkpointing:
@@ -126,7 +130,8 @@ def train_autoencoder(cfg: DictConfig) -> Path:
     model = accelerator.unwrap_model(model).eval()
     if accelerator.is_main_process:
         model.save_pretrained(out / "autoencoder")
-        metrics = {"stage": "autoencoder", "text": str(cfg.text), "data": str(cfg.data.name), "train_reports": len(reports["train"]), **loss_summary(result.losses)}
+        metrics = {"stage": "autoencoder", "text": str(cfg.text), "data": str(cfg.data.name), "train_reports": len(reports["train"]),
+                   "token_lengths": lengths, **loss_summary(result.losses)}
         metrics.update(evaluate_reconstruction(model, reports["heldout"], cfg.evaluation, out))
         _write_metrics(out, metrics)
     return out
@@ -141,7 +146,10 @@ def evaluate_reconstruction(model: ReportAutoencoder, texts: list[str], eval_cfg
         embeddings = torch.cat([model.embed(chunk) for chunk in _chunks(texts, int(eval_cfg.batch_size))])
     decoded = model.decode(embeddings, max_length=int(eval_cfg.max_length), num_beams=int(eval_cfg.num_beams), batch_size=int(eval_cfg.batch_size))
     pd.DataFrame({"reference": texts, "reconstruction": decoded}).to_csv(out / "reconstructions.csv", index=False)
-    return {"heldout_reports": len(texts), "reconstruction_bleu4": bleu4(decoded, texts), "exact_match": float(np.mean([a == b for a, b in zip(decoded, texts)]))}
+    return {
+        "heldout_reports": len(texts), "reconstruction_bleu4": bleu4(decoded, texts), "exact_match": float(np.mean([a == b for a, b in zip(decoded, texts)])),
+        "decoding": model.decoding_settings(max_length=int(eval_cfg.max_length), num_beams=int(eval_cfg.num_beams)),
+    }
 
 
 def _chunks(items: list, size: int):
@@ -244,6 +252,7 @@ def evaluate_prior(generator: ReportGenerator, pairs, eval_cfg, out: Path) -> di
         "embedding_cosine": float(torch.cat(cosines).mean()),
         "report_bleu4": bleu4(frame["generated"].tolist(), frame["reference"].tolist()),
         "distinct_reports": int(frame["generated"].nunique()),
+        "decoding": generator.autoencoder.decoding_settings(max_length=int(eval_cfg.max_length), num_beams=int(eval_cfg.num_beams)),
     }
 
 

@@ -55,6 +55,10 @@ class ReportGenerator(abc.ABC):
         """Reports for one batch (B, 1, H, W) on :attr:`device`; ``decode`` as in :meth:`__call__`."""
 
     @abc.abstractmethod
+    def decoding_settings(self, **decode: Any) -> dict:
+        """The full decoding config :meth:`__call__` uses with these ``decode`` options (recorded by generate)."""
+
+    @abc.abstractmethod
     def to(self, device: torch.device | str) -> "ReportGenerator":
         """Move every module to ``device``; returns self."""
 

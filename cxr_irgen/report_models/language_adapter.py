@@ -70,10 +70,15 @@ class CxrIrgenReportGenerator(ReportGenerator):
     def device(self) -> torch.device:
         return self.chain.device
 
-    def generate(self, images: torch.Tensor, **decode: Any) -> list[str]:
+    def _options(self, decode: dict) -> dict:
         unknown = set(decode) - set(LANGUAGE_DEFAULTS)
         if unknown:
             raise UserError(f"the CXR-IRGen language module does not take {sorted(unknown)}; its decoding options: {', '.join(LANGUAGE_DEFAULTS)}")
-        options = {**LANGUAGE_DEFAULTS, **{k: v for k, v in decode.items() if v is not None}}
-        return self.chain(images, batch_size=len(images), **options)
+        return {**LANGUAGE_DEFAULTS, **{k: v for k, v in decode.items() if v is not None}}
+
+    def decoding_settings(self, **decode: Any) -> dict:
+        return self.chain.decoding_settings(**self._options(decode))
+
+    def generate(self, images: torch.Tensor, **decode: Any) -> list[str]:
+        return self.chain(images, batch_size=len(images), **self._options(decode))
 

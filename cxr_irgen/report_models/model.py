@@ -11,6 +11,7 @@ A frozen encoder's tokens can be computed once and passed as ``visual_tokens`` i
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,9 @@ class EncoderDecoderGenerator(ReportGenerator):
             raise UserError(f"unknown decoding option(s) {sorted(unknown)}; use {', '.join(DECODE_DEFAULTS)}")
         options = {**self.decoding, **{k: v for k, v in decode.items() if v is not None}}
         return BeamSettings(int(options["num_beams"]), int(options["max_length"]), float(options["length_penalty"]), bool(options["block_trigrams"]))
+
+    def decoding_settings(self, **decode: Any) -> dict:
+        return {"strategy": "beam search", **dataclasses.asdict(self.settings(**decode))}
 
     def generate(self, images: torch.Tensor, **decode: Any) -> list[str]:
         return [self.vocab.decode(ids) for ids in self.model.generate(images, self.settings(**decode))]

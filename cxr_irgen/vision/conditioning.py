@@ -1,20 +1,31 @@
 """Condition tokens for the diffusion backbone from CLIP text and reference-image features.
 
 Inputs (a dict, as produced by the frozen encoders or read from the feature cache):
-``text_hidden`` (B, 77, Dt), ``text_pooled`` (B, Dt), ``image_embeds`` (B, Di).
+``text_hidden`` (B, 77, Dt), ``text_pooled`` (B, Dt), ``text_embeds`` (B, Dt; CLIP-projected text,
+only from a text encoder with CLIP's projection), ``image_embeds`` (B, Di).
 
 Modes (output (B, L, Dt)):
 - ``text``: the text tokens only; ``text_tokens: sequence`` (L = 77) or ``pooled`` (L = 1).
 - ``concat``: text tokens followed by the reference-image token along the sequence
   (L = 77 + 1; the paper's U-Net setting).
-- ``average``: one token, the mean of the pooled text and the image embedding (the paper's
-  U-ViT setting).
+- ``average``: one token, the mean of a pooled text embedding and the image embedding (the
+  paper's U-ViT setting).
+
+Spaces (``space``): which CLIP outputs the single text token and the image token are:
+- ``projected``: CLIP's projected text embedding and projected image embedding, the same joint
+  space (needs a text encoder with CLIP's projection);
+- ``pooled``: the text ``pooler_output`` and the vision transformer's ``pooler_output``, both
+  unprojected, as the released code (which averaged the two for its U-ViT);
+- ``mixed``: the unprojected text ``pooler_output`` with the projected image embedding (two
+  different spaces; what this library did before the spaces were named).
+For ``concat`` the text stays the 77 hidden states; the space picks the image token.
 Each input has an optional learned linear projection (forced for the image when Di ≠ Dt).
 
 Condition dropout: during training each sample's features are replaced, with probability
 ``dropout``, by the unconditional features (``unconditional: learned`` parameters or ``empty``
 fixed buffers, both initialised from the encoded empty prompt and a zero image embedding), so
-classifier-free guidance has a trained unconditional branch (the released code had none).
+classifier-free guidance has a trained unconditional branch (the released code had none:
+:func:`guidance_warning`).
 """
 
 from __future__ import annotations
@@ -25,7 +36,24 @@ from torch import nn
 from cxr_irgen.errors import UserError
 
 MODES = ("text", "concat", "average")
+SPACES = ("projected", "pooled", "mixed")
+TEXT_TOKENS = ("sequence", "pooled", "projected")
 CLIP_CONTEXT = 77
+
+
+def space_outputs(space: str) -> tuple[str, str]:
+    """(text token kind of a one-token text, image encoder output) of a conditioning space."""
+    if space not in SPACES:
+        raise UserError(f"conditioning.space={space!r}: use one of {', '.join(SPACES)}")
+    return {"projected": ("projected", "projected"), "pooled": ("pooled", "pooled"), "mixed": ("pooled", "projected")}[space]
+
+
+def guidance_warning(dropout: float, guidance: float) -> str | None:
+    """The warning for classifier-free guidance on a model trained without condition dropout (None when fine)."""
+    if float(dropout) > 0 or float(guidance) == 1.0:
+        return None
+    return (f"classifier-free guidance {guidance} on a model trained with conditioning.dropout=0 (as the released code): "
+            "its unconditional branch was never trained, so guidance extrapolates from an untrained prediction")
 
 
 class Conditioning(nn.Module):
@@ -43,17 +71,17 @@ class Conditioning(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise UserError(f"conditioning.mode={mode!r}: use one of {', '.join(MODES)}")
-        if text_tokens not in ("sequence", "pooled"):
-            raise UserError(f"conditioning.text_tokens={text_tokens!r}: use sequence or pooled")
+        if text_tokens not in TEXT_TOKENS:
+            raise UserError(f"conditioning.text_tokens={text_tokens!r}: use one of {', '.join(TEXT_TOKENS)}")
         if unconditional not in ("learned", "empty"):
             raise UserError(f"conditioning.unconditional={unconditional!r}: use learned or empty")
         self.mode, self.dropout = mode, float(dropout)
-        self.text_tokens = "pooled" if mode == "average" else text_tokens
+        self.text_tokens = "pooled" if mode == "average" and text_tokens == "sequence" else text_tokens  # average needs one text token
         self.uses_image = mode != "text"
         self.text_proj = nn.Linear(text_dim, text_dim) if project_text else nn.Identity()
         self.image_proj = nn.Linear(image_dim, text_dim) if self.uses_image and (project_image or image_dim != text_dim) else nn.Identity()
         self.null_keys = [self.text_key] + (["image_embeds"] if self.uses_image else [])
-        shapes = {"text_hidden": (CLIP_CONTEXT, text_dim), "text_pooled": (text_dim,), "image_embeds": (image_dim,)}
+        shapes = {"text_hidden": (CLIP_CONTEXT, text_dim), "text_pooled": (text_dim,), "text_embeds": (text_dim,), "image_embeds": (image_dim,)}
         for key in self.null_keys:
             tensor = torch.zeros(shapes[key])
             if unconditional == "learned":
@@ -63,12 +91,12 @@ class Conditioning(nn.Module):
 
     @property
     def text_key(self) -> str:
-        return "text_pooled" if self.text_tokens == "pooled" else "text_hidden"
+        return {"sequence": "text_hidden", "pooled": "text_pooled", "projected": "text_embeds"}[self.text_tokens]
 
     @property
     def num_tokens(self) -> int:
         """L, the condition sequence length."""
-        text = 1 if self.text_tokens == "pooled" else CLIP_CONTEXT
+        text = CLIP_CONTEXT if self.text_tokens == "sequence" else 1
         return {"text": text, "concat": text + 1, "average": 1}[self.mode]
 
     @torch.no_grad()
@@ -98,7 +126,7 @@ class Conditioning(nn.Module):
 
     def tokens(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         text = self.text_proj(features[self.text_key])
-        if self.text_tokens == "pooled":
+        if self.text_tokens != "sequence":
             text = text.unsqueeze(1)
         if self.mode == "text":
             return text
@@ -113,12 +141,19 @@ class Conditioning(nn.Module):
 
 
 def build_conditioning(cfg, text_dim: int, image_dim: int) -> Conditioning:
-    """``cfg``: mode, text_tokens, project_text, project_image, dropout, unconditional."""
+    """``cfg``: mode, space, text_tokens, project_text, project_image, dropout, unconditional.
+
+    ``average`` takes its one text token from ``space`` (projected → ``text_embeds``, pooled/mixed → ``text_pooled``;
+    configs saved before spaces were named have none and keep ``text_pooled``).
+    """
+    text_tokens = cfg.get("text_tokens", "sequence")
+    if cfg.mode == "average":
+        text_tokens = space_outputs(cfg.space)[0] if cfg.get("space") else "pooled"
     return Conditioning(
         mode=cfg.mode,
         text_dim=text_dim,
         image_dim=image_dim,
-        text_tokens=cfg.get("text_tokens", "sequence"),
+        text_tokens=text_tokens,
         project_text=bool(cfg.get("project_text", False)),
         project_image=bool(cfg.get("project_image", False)),
         dropout=float(cfg.get("dropout", 0.1)),

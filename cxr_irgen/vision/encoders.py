@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxr_irgen.errors import UserError
 from cxr_irgen.vision.loading import freeze, load_pretrained, plain, seeded_init
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -71,13 +72,15 @@ def build_tokenizer(cfg):
 
 
 class ClipTextEncoder(nn.Module):
-    """Frozen CLIP text model + tokenizer: prompts → hidden states (B, 77, D) and pooled (B, D)."""
+    """Frozen CLIP text model + tokenizer: prompts → hidden states (B, 77, D), pooled (B, D) and, for a
+    model with CLIP's text projection, the projected embedding ``text_embeds`` (B, D) (CLIP's joint space)."""
 
     def __init__(self, model, tokenizer):
         super().__init__()
         self.model = freeze(model)
         self.tokenizer = tokenizer
         self.hidden_size = model.config.hidden_size
+        self.projected = hasattr(model, "text_projection")
 
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         """(B, 77) token ids, padded/truncated to CLIP's context length."""
@@ -86,22 +89,33 @@ class ClipTextEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         device = next(self.model.parameters()).device
-        out = self.model(self.tokenize(prompts).to(device))
-        return {"text_hidden": out.last_hidden_state, "text_pooled": out.pooler_output}
+        tower = self.model.text_model if self.projected else self.model  # CLIPTextModelWithProjection wraps a CLIPTextModel
+        out = tower(self.tokenize(prompts).to(device))
+        features = {"text_hidden": out.last_hidden_state, "text_pooled": out.pooler_output}
+        if self.projected:
+            features["text_embeds"] = self.model.text_projection(out.pooler_output)
+        return features
 
     def train(self, mode: bool = True):
         return super().train(False)
 
 
-def build_text_encoder(cfg) -> ClipTextEncoder:
-    """``cfg``: pretrained (hub id/dir or null), subfolder (text_encoder), tokenizer, tokenizer_subfolder, config, init_seed."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+def build_text_encoder(cfg, projected: bool = False) -> ClipTextEncoder:
+    """``cfg``: pretrained (hub id/dir or null), subfolder (text_encoder), tokenizer, tokenizer_subfolder, config, init_seed.
 
+    ``projected``: load CLIP's text projection too (``CLIPTextModelWithProjection``: ``pretrained`` must be a
+    CLIP repository such as openai/clip-vit-large-patch14, whose text tower is SD v1.4's text encoder).
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cls = CLIPTextModelWithProjection if projected else CLIPTextModel
     if cfg.get("pretrained"):
-        model = load_pretrained(CLIPTextModel, cfg.pretrained, cfg.get("subfolder"), "config.json and model.safetensors")
+        model, info = load_pretrained(cls, cfg.pretrained, cfg.get("subfolder"), "config.json and model.safetensors", output_loading_info=True)
+        if projected and any(k.startswith("text_projection") for k in info["missing_keys"]):
+            raise UserError(f"text_encoder.pretrained={cfg.pretrained} has no CLIP text projection: use openai/clip-vit-large-patch14 (or its local copy) for conditioning.space=projected")
     else:
         config = CLIPTextConfig(**plain(cfg.config), max_position_embeddings=CLIP_MAX_LENGTH)
-        model = seeded_init(lambda: CLIPTextModel(config), cfg.get("init_seed", 0))
+        model = seeded_init(lambda: cls(config), cfg.get("init_seed", 0))
     return ClipTextEncoder(model, build_tokenizer(cfg))
 
 
@@ -109,8 +123,9 @@ class ClipImageEncoder(nn.Module):
     """Frozen CLIP vision tower: images (B, 1, H, W) in [0, 1] → embedding (B, D).
 
     Resizes to the model's input size, repeats gray to RGB and applies CLIP's own mean/std
-    (the released code skipped this normalisation). ``output``: ``projected`` (image_embeds of
-    CLIPVisionModelWithProjection) or ``pooled`` (pooler_output of the vision transformer).
+    (``normalize: clip``; the released code used mean = std = 0.5, ``normalize: half``). ``output``:
+    ``projected`` (image_embeds of CLIPVisionModelWithProjection) or ``pooled`` (pooler_output of the
+    vision transformer).
     """
 
     def __init__(self, model, output: str = "projected", mean=CLIP_MEAN, std=CLIP_STD):
@@ -139,15 +154,22 @@ class ClipImageEncoder(nn.Module):
         return super().train(False)
 
 
-def build_clip_image_encoder(cfg) -> ClipImageEncoder:
-    """``cfg``: pretrained (default openai/clip-vit-large-patch14), subfolder, output (projected|pooled), config, init_seed."""
+NORMALIZATIONS = {"clip": (CLIP_MEAN, CLIP_STD), "half": ((0.5,) * 3, (0.5,) * 3)}
+
+
+def build_clip_image_encoder(cfg, output: str | None = None) -> ClipImageEncoder:
+    """``cfg``: pretrained (default openai/clip-vit-large-patch14), subfolder, output (projected|pooled; the
+    ``output`` argument wins), normalize (clip|half), config, init_seed."""
     from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
-    output = cfg.get("output", "projected")
+    output = output or cfg.get("output", "projected")
+    normalize = cfg.get("normalize", "clip")
+    if normalize not in NORMALIZATIONS:
+        raise UserError(f"image_encoder.normalize={normalize!r}: use clip (CLIP's mean/std) or half (0.5/0.5, as the released code)")
     cls = CLIPVisionModelWithProjection if output == "projected" else CLIPVisionModel
     if cfg.get("pretrained"):
         model = load_pretrained(cls, cfg.pretrained, cfg.get("subfolder"), "config.json and model.safetensors")
     else:
         config = CLIPVisionConfig(**plain(cfg.config))
         model = seeded_init(lambda: cls(config), cfg.get("init_seed", 0))
-    return ClipImageEncoder(model, output)
+    return ClipImageEncoder(model, output, *NORMALIZATIONS[normalize])

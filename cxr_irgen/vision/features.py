@@ -3,10 +3,13 @@
 Layout of a feature cache directory:
 - ``images-NNNNN.safetensors``: ``latents`` (n, 4, h, w) and ``image_embeds`` (n, Di) of every
   training image (each is also a reference candidate), in index order, ``shard_size`` per file;
-- ``prompts.safetensors``: ``text_hidden`` (P, 77, Dt) and ``text_pooled`` (P, Dt), one row per
+- ``prompts.safetensors``: ``text_hidden`` (P, 77, Dt), ``text_pooled`` (P, Dt) and, with CLIP's text
+  projection, ``text_embeds`` (P, Dt), one row per
   distinct prompt (a few thousand label vectors on MIMIC, so text is stored once per prompt);
-- ``index.parquet``: dicom_id, prompt_id and the 14 labels, row i = image i;
-- ``meta.json``: the model config the cache was made with (a mismatch is refused).
+- ``index.parquet``: dicom_id, prompt_id, study_id, subject_id and the 14 labels, row i = image i;
+- ``meta.json``: the encoder/codec config and prompt wording the cache was made with, and the
+  tensors it holds (``contents``); a mismatch, or a cache without ``image_embeds`` for a model
+  conditioned on a reference image, is refused with one line (:func:`check_feature_cache`).
 
 Latents are the VAE posterior mean (``vae.sample: false``). The reference of item ``i`` is chosen
 at load time from the cached image embeddings, seeded by (seed, epoch, i) exactly as
@@ -29,21 +32,46 @@ from tqdm.auto import tqdm
 
 from cxr_irgen.data.datasets import item_seed
 from cxr_irgen.data.imageio import read_image
-from cxr_irgen.data.labels import CHEXPERT_LABELS, labels_to_prompt
-from cxr_irgen.data.reference import ReferenceIndex
+from cxr_irgen.data.labels import CHEXPERT_LABELS, labels_to_prompt, parse_labels
+from cxr_irgen.data.reference import EXCLUDE_RULES, ReferenceIndex
 from cxr_irgen.errors import UserError
 from cxr_irgen.vision.model import FrozenEncoders
 
 log = logging.getLogger(__name__)
 META = "meta.json"
+TEMPLATE_PROBE = parse_labels("Cardiomegaly=1, Edema=0, Fracture=-1")
 
 
 def cache_fingerprint(model_cfg) -> dict:
-    """The parts of the model config that determine cached features."""
+    """The parts of the model config that determine cached features, and the prompt wording the text was encoded from."""
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(model_cfg, resolve=True)
-    return {key: plain[key] for key in ("image_size", "text_encoder", "image_encoder", "vae")}
+    encoders = {key: plain[key] for key in ("image_size", "text_encoder", "image_encoder", "vae")}
+    return {**encoders, "space": plain["conditioning"].get("space"), "prompt_template": labels_to_prompt(TEMPLATE_PROBE)}
+
+
+def required_contents(model_cfg) -> list[str]:
+    """The tensors a cache must hold for ``model_cfg``: reference-image embeddings unless ``conditioning.mode=text``,
+    projected text embeddings for ``average`` in the ``projected`` space."""
+    conditioning = model_cfg.conditioning
+    projected = conditioning.mode == "average" and conditioning.get("space") == "projected"
+    return ["latents", "text_hidden", "text_pooled"] + (["text_embeds"] if projected else []) + (["image_embeds"] if conditioning.mode != "text" else [])
+
+
+def check_feature_cache(cache_dir: str | Path, model_cfg) -> dict:
+    """``meta.json`` of the cache at ``cache_dir``; a one-line UserError unless it was made for ``model_cfg`` and holds what it needs."""
+    cache_dir = Path(cache_dir)
+    if not (cache_dir / META).exists():
+        raise UserError(f"no feature cache at {cache_dir}: run `cxr-irgen train-vision prepare=true` first (or set features=null)")
+    meta = json.loads((cache_dir / META).read_text())
+    if meta["model"] != cache_fingerprint(model_cfg):
+        raise UserError(f"feature cache {cache_dir} was made with another encoder/codec config or prompt wording: re-run prepare=true for this vision/model")
+    missing = [name for name in required_contents(model_cfg) if name not in meta.get("contents", [])]
+    if missing:
+        needs = f"conditioning.mode={model_cfg.conditioning.mode} space={model_cfg.conditioning.get('space')}"
+        raise UserError(f"feature cache {cache_dir} holds no {', '.join(missing)}, which {needs} needs (the cache holds {', '.join(meta.get('contents', []))}): re-run prepare=true with this vision/model")
+    return meta
 
 
 @torch.no_grad()
@@ -58,7 +86,7 @@ def cache_features(encoders: FrozenEncoders, index: pd.DataFrame, model_cfg, out
     prompts = [labels_to_prompt(v) for v in labels]
     distinct = sorted(set(prompts))
     prompt_id = {p: i for i, p in enumerate(distinct)}
-    text = {"text_hidden": [], "text_pooled": []}
+    text = {key: [] for key in ["text_hidden", "text_pooled"] + (["text_embeds"] if encoders.text_encoder.projected else [])}
     for start in tqdm(range(0, len(distinct), batch_size), desc="cache prompts"):
         encoded = encoders.text_encoder(distinct[start : start + batch_size])
         for key in text:
@@ -76,9 +104,13 @@ def cache_features(encoders: FrozenEncoders, index: pd.DataFrame, model_cfg, out
         save_file({k: torch.cat(v).contiguous() for k, v in tensors.items() if v}, str(out_dir / f"images-{shard:05d}.safetensors"))
 
     table = pd.DataFrame({"dicom_id": index["dicom_id"].astype(str).tolist(), "prompt_id": [prompt_id[p] for p in prompts]})
+    for column in ("study_id", "subject_id"):
+        table[column] = index[column].astype(str).tolist()
     table[list(CHEXPERT_LABELS)] = labels
     table.to_parquet(out_dir / "index.parquet")
-    (out_dir / META).write_text(json.dumps({"model": cache_fingerprint(model_cfg), "images": len(paths), "prompts": len(distinct), "shard_size": shard_size}, indent=1))
+    contents = ["latents", *text] + (["image_embeds"] if encoders.image_encoder is not None else [])
+    meta = {"model": cache_fingerprint(model_cfg), "contents": contents, "images": len(paths), "prompts": len(distinct), "shard_size": shard_size}
+    (out_dir / META).write_text(json.dumps(meta, indent=1))
     log.info("cached features of %d images and %d prompts in %s", len(paths), len(distinct), out_dir)
     return out_dir
 
@@ -91,11 +123,7 @@ class CachedFeatureDataset(Dataset):
         from safetensors.torch import load_file
 
         cache_dir = Path(cache_dir)
-        if not (cache_dir / META).exists():
-            raise UserError(f"no feature cache at {cache_dir}: run `cxr-irgen train-vision prepare=true` first (or set features=null)")
-        meta = json.loads((cache_dir / META).read_text())
-        if meta["model"] != cache_fingerprint(model_cfg):
-            raise UserError(f"feature cache {cache_dir} was made with another encoder/codec config: re-run prepare=true for this vision/model")
+        check_feature_cache(cache_dir, model_cfg)
         self.table = pd.read_parquet(cache_dir / "index.parquet")
         self.text = load_file(str(cache_dir / "prompts.safetensors"))
         shards = [load_file(str(p)) for p in sorted(cache_dir.glob("images-*.safetensors"))]
@@ -105,7 +133,9 @@ class CachedFeatureDataset(Dataset):
         self.dicom_ids = self.table["dicom_id"].tolist()
         self.row_of = {d: i for i, d in enumerate(self.dicom_ids)}
         # Reference candidates are the cached images themselves (no paths needed: their embeddings are here).
-        self.reference = ReferenceIndex(self.dicom_ids, self.labels, self.dicom_ids) if reference else None
+        exclude = str(model_cfg.reference.exclude)
+        groups = self.table[EXCLUDE_RULES[exclude]].tolist() if exclude in ("study", "patient") else None
+        self.reference = ReferenceIndex(self.dicom_ids, self.labels, self.dicom_ids, groups, exclude) if reference else None
         self.seed, self.epoch_fn = seed, epoch_fn
 
     def __len__(self) -> int:
@@ -113,7 +143,7 @@ class CachedFeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         prompt = int(self.prompt_ids[index])
-        item = {"latents": self.images["latents"][index], "text_hidden": self.text["text_hidden"][prompt], "text_pooled": self.text["text_pooled"][prompt]}
+        item = {"latents": self.images["latents"][index], **{key: values[prompt] for key, values in self.text.items()}}
         if self.reference is not None:
             epoch = self.epoch_fn() if self.epoch_fn else 0
             row = self.row_of[self.reference.lookup(self.labels[index], exclude=self.dicom_ids[index], seed=item_seed(self.seed, epoch, index))]

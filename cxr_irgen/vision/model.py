@@ -16,9 +16,10 @@ from torch import nn
 
 from cxr_irgen.errors import UserError
 from cxr_irgen.vision.codec import build_vae
-from cxr_irgen.vision.conditioning import Conditioning, build_conditioning
+from cxr_irgen.vision.conditioning import Conditioning, build_conditioning, space_outputs
 from cxr_irgen.vision.encoders import build_clip_image_encoder, build_text_encoder
 from cxr_irgen.vision.loading import load_pretrained, plain, seeded_init
+from cxr_irgen.vision.schedules import BackboneTime, scheduler_kwargs
 
 MODEL_DIR = "model"
 BACKBONE_DIR = "backbone"
@@ -60,14 +61,23 @@ class FrozenEncoders(nn.Module):
 
 
 class VisionModel(nn.Module):
-    """Trainable part: ``(noisy latents (B, 4, h, w), timesteps (B,), features) → predicted noise (B, 4, h, w)``."""
+    """Trainable part: ``(noisy latents (B, 4, h, w), step indices (B,), features) → predicted noise (B, 4, h, w)``.
 
-    def __init__(self, backbone: nn.Module, conditioning: Conditioning):
+    ``backbone_time`` maps a step index of the noise schedule to the backbone's time input
+    (:class:`~cxr_irgen.vision.schedules.BackboneTime`; identity for SD's schedule).
+    """
+
+    def __init__(self, backbone: nn.Module, conditioning: Conditioning, backbone_time: BackboneTime | None = None):
         super().__init__()
         self.backbone, self.conditioning = backbone, conditioning
+        self.backbone_time = backbone_time or BackboneTime({"kind": "sd_scaled_linear", "num_train_timesteps": 1000})
+
+    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Noise (B, 4, h, w) at step indices ``timesteps`` under condition tokens (B, L, D)."""
+        return self.backbone(noisy_latents, self.backbone_time(timesteps).to(noisy_latents.device), encoder_hidden_states=condition).sample
 
     def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.backbone(noisy_latents, timesteps, encoder_hidden_states=self.conditioning(features)).sample
+        return self.predict_noise(noisy_latents, timesteps, self.conditioning(features))
 
     def save_pretrained(self, out_dir: Path, model_cfg: DictConfig) -> Path:
         from safetensors.torch import save_file
@@ -90,9 +100,17 @@ def model_config(name: str, overrides: list[str] = ()) -> DictConfig:
 
 
 def build_encoders(cfg: DictConfig) -> FrozenEncoders:
+    """The frozen encoders of ``cfg``; ``conditioning.space`` decides the image encoder's output and whether
+    the text encoder carries CLIP's projection (:func:`~cxr_irgen.vision.conditioning.space_outputs`)."""
     uses_image = cfg.conditioning.mode != "text"
-    image_encoder = build_clip_image_encoder(cfg.image_encoder) if uses_image else None
-    return FrozenEncoders(build_text_encoder(cfg.text_encoder), image_encoder, build_vae(cfg.vae))
+    space = cfg.conditioning.get("space")  # None in configs saved before spaces were named: their recorded encoder outputs
+    text_token, image_output = space_outputs(space) if space else ("pooled", None)
+    projected_text = cfg.conditioning.mode == "average" and text_token == "projected"
+    image_encoder = build_clip_image_encoder(cfg.image_encoder, image_output) if uses_image else None
+    text_encoder = build_text_encoder(cfg.text_encoder, projected=projected_text)
+    if projected_text and text_encoder.model.config.projection_dim != text_encoder.hidden_size:
+        raise UserError(f"conditioning.space=projected needs a CLIP text projection of width {text_encoder.hidden_size}, got {text_encoder.model.config.projection_dim}")
+    return FrozenEncoders(text_encoder, image_encoder, build_vae(cfg.vae))
 
 
 def build_backbone(cfg: DictConfig, cond_dim: int, num_tokens: int) -> nn.Module:
@@ -125,14 +143,14 @@ def build_vision_model(cfg: DictConfig, encoders: FrozenEncoders) -> VisionModel
     conditioning = build_conditioning(cfg.conditioning, encoders.text_encoder.hidden_size, encoders.image_dim)
     conditioning.set_empty_prompt(encoders.text_encoder([""]))
     backbone = build_backbone(cfg.backbone, encoders.text_encoder.hidden_size, conditioning.num_tokens)
-    return VisionModel(backbone, conditioning)
+    return VisionModel(backbone, conditioning, BackboneTime(cfg.noise_schedule))
 
 
 def build_noise_scheduler(cfg: DictConfig):
-    """The DDPM training schedule (SD v1.4: 1000 steps, scaled_linear 0.00085–0.012, epsilon)."""
+    """The training scheduler (adds noise at step n) over ``cfg.noise_schedule`` (:mod:`cxr_irgen.vision.schedules`)."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(**plain(cfg.noise_schedule))
+    return DDPMScheduler(**scheduler_kwargs(plain(cfg.noise_schedule)), clip_sample=False)
 
 
 def load_vision_model(model_dir: Path) -> tuple[DictConfig, FrozenEncoders, VisionModel]:
@@ -148,4 +166,4 @@ def load_vision_model(model_dir: Path) -> tuple[DictConfig, FrozenEncoders, Visi
     conditioning.load_state_dict(load_file(str(model_dir / CONDITIONING_WEIGHTS)))
     backbone_cfg = OmegaConf.create({"kind": cfg.backbone.kind, "pretrained": str(model_dir / BACKBONE_DIR)})
     backbone = build_backbone(backbone_cfg, encoders.text_encoder.hidden_size, conditioning.num_tokens)
-    return cfg, encoders, VisionModel(backbone, conditioning)
+    return cfg, encoders, VisionModel(backbone, conditioning, BackboneTime(plain(cfg.noise_schedule)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -19,16 +20,19 @@ from tqdm.auto import tqdm
 
 from cxr_irgen.data.labels import format_labels, labels_to_prompt
 from cxr_irgen.errors import UserError
+from cxr_irgen.vision.conditioning import guidance_warning
 from cxr_irgen.vision.model import BACKBONE_DIR, BACKBONE_WEIGHTS, MODEL_DIR, FrozenEncoders, VisionModel, load_vision_model
+from cxr_irgen.vision.schedules import scheduler_kwargs
 
+log = logging.getLogger(__name__)
 SCHEDULERS = ("pndm", "ddim", "dpm++")
 
 
 def build_sampler(name: str, noise_schedule: dict):
-    """A diffusers scheduler over the training noise schedule, configured as Stable Diffusion's."""
+    """A diffusers scheduler over the training noise schedule (:mod:`cxr_irgen.vision.schedules`), configured as Stable Diffusion's."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 
-    common = {k: v for k, v in dict(noise_schedule).items() if k in ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")}
+    common = scheduler_kwargs(noise_schedule)
     if name == "pndm":
         return PNDMScheduler(**common, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
     if name == "ddim":
@@ -52,7 +56,7 @@ def denoise(model: VisionModel, condition: torch.Tensor, noise: torch.Tensor, sa
     context = torch.cat([model.conditioning.unconditional(condition.shape[0]).to(condition.dtype), condition]) if guided else condition
     for t in tqdm(sampler.timesteps, desc="sample", leave=False, disable=not progress):
         model_input = sampler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
-        eps = model.backbone(model_input, t, encoder_hidden_states=context).sample
+        eps = model.predict_noise(model_input, t, context)
         if guided:
             eps_uncond, eps_cond = eps.chunk(2)
             eps = eps_uncond + guidance * (eps_cond - eps_uncond)
@@ -100,6 +104,9 @@ class VisionPipeline:
         """Images (B, 1, S, S) in [0, 1] for label vectors (14,) and reference images (B, 1, H, W) in [0, 1] (or None)."""
         if len(seeds) != len(labels):
             raise UserError(f"got {len(labels)} label vectors but {len(seeds)} seeds: give one seed per image")
+        warning = guidance_warning(self.model.conditioning.dropout, guidance)
+        if warning:
+            log.warning(warning)
         batch_size = batch_size or len(labels)
         images = []
         for start in range(0, len(labels), batch_size):
@@ -122,6 +129,7 @@ class VisionPipeline:
         reference_ids = reference_ids or [None] * len(labels)
         return [
             {"labels": format_labels(v), "prompt": labels_to_prompt(v), "reference_id": ref, "seed": int(seed), "scheduler": scheduler,
+             "noise_schedule": self.noise_schedule.get("kind", "sd_scaled_linear"),
              "steps": int(steps), "guidance": float(guidance), "checkpoint_hash": self.checkpoint_hash}
             for v, seed, ref in zip(labels, seeds, reference_ids)
         ]
@@ -140,6 +148,8 @@ def save_images(images: torch.Tensor, meta: list[dict], out_dir: str | Path) -> 
         array = (image.squeeze(0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         Image.fromarray(array).save(png.with_suffix(".tmp.png"))
         os.replace(png.with_suffix(".tmp.png"), png)
-        (out_dir / f"{name}.json").write_text(json.dumps({**info, "image": png.name}, indent=1))
+        sidecar = out_dir / f"{name}.json"  # its existence marks the image done (generate's resume): written last, atomically
+        sidecar.with_suffix(".json.tmp").write_text(json.dumps({**info, "image": png.name}, indent=1))
+        os.replace(sidecar.with_suffix(".json.tmp"), sidecar)
         paths.append(png)
     return paths

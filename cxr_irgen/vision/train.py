@@ -1,7 +1,7 @@
 """`cxr-irgen train-vision`: fine-tune the diffusion backbone (U-Net or U-ViT) and its condition tokens.
 
-Epsilon-prediction loss under the DDPM schedule of the model config (SD v1.4: 1000 steps,
-scaled_linear 0.00085–0.012). Frozen encoders stay in eval mode without gradients.
+Epsilon-prediction loss under the noise schedule of the model config (``vision/model/noise_schedule``:
+SD v1.4's scaled_linear DDPM schedule, or the U-ViT checkpoint's VP-SDE; :mod:`cxr_irgen.vision.schedules`). Frozen encoders stay in eval mode without gradients.
 ``prepare=true`` only writes the feature cache (VAE latents, CLIP text/image features);
 ``features=DIR`` trains from such a cache so each step runs the backbone only; without it, each
 step encodes its batch. The final model goes to ``<run_dir>/model`` (see
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cxr_irgen.utils.rundir import run_dir
+from cxr_irgen.vision.conditioning import guidance_warning
 from cxr_irgen.vision.model import MODEL_DIR, FrozenEncoders, VisionModel, build_encoders, build_noise_scheduler, build_vision_model
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class EpochClock:
 
 
 def diffusion_loss(model: VisionModel, features: dict[str, torch.Tensor], noise_scheduler) -> torch.Tensor:
-    """MSE between the true and predicted noise at a uniformly drawn timestep."""
+    """MSE between the true and predicted noise at a uniformly drawn step (the model maps it to its backbone's time input)."""
     latents = features["latents"]
     noise = torch.randn_like(latents)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
@@ -96,13 +97,16 @@ def _frozen_dtype(mixed_precision: str) -> torch.dtype:
 def run(cfg) -> None:
     from cxr_irgen.data.adapters import load_table
     from cxr_irgen.data.datasets import VisionDataset, collate
+    from cxr_irgen.data.labels import CHEXPERT_LABELS
     from cxr_irgen.data.reference import ReferenceIndex
     from cxr_irgen.data.selections import vision_train
     from cxr_irgen.utils.training import make_accelerator, train
-    from cxr_irgen.vision.features import CachedFeatureDataset, cache_features
+    from cxr_irgen.vision.features import CachedFeatureDataset, cache_features, check_feature_cache
 
-    out = run_dir(cfg)
     model_cfg = cfg.vision.model
+    if cfg.features and not cfg.prepare:
+        check_feature_cache(cfg.features, model_cfg)
+    out = run_dir(cfg)
     accelerator = make_accelerator(cfg.trainer, cfg.seed)
     encoders = build_encoders(model_cfg)
     index = vision_train(load_table(cfg.data))
@@ -117,11 +121,17 @@ def run(cfg) -> None:
         return
 
     model = build_vision_model(model_cfg, encoders)
+    warning = guidance_warning(model.conditioning.dropout, cfg.sample_guidance)
+    if warning:
+        log.warning("%s (sample grid; generate warns again)", warning)
     if cfg.trainer.gradient_checkpointing:
         model.backbone.enable_gradient_checkpointing()
     encoders.to(accelerator.device, _frozen_dtype(cfg.trainer.mixed_precision))
     uses_reference = model.conditioning.uses_image
-    reference = ReferenceIndex.from_index(index) if uses_reference else None
+    reference = ReferenceIndex.from_index(index, exclude_rule=str(model_cfg.reference.exclude)) if uses_reference else None
+    if reference is not None:
+        counts = reference.rule_counts(index[list(CHEXPERT_LABELS)].to_numpy(np.float32), index["dicom_id"].tolist())
+        log.info("reference rule per training image (reference.exclude=%s): %s", reference.exclude_rule, counts)
     clock = EpochClock()
     if cfg.features:
         dataset, collate_fn, step_encoders = CachedFeatureDataset(cfg.features, model_cfg, uses_reference, cfg.seed, clock), None, None
