@@ -44,6 +44,8 @@ COMMANDS = {
         Command("label-reports", "label_reports", "cxr_irgen.eval.labeler:run", "Label free-text reports with the in-house CheXpert labeler (CSV in, CSV out)"),
         Command("train-classifier", "train_classifier", "cxr_irgen.eval.classifier:run", "Train an XRV-architecture DenseNet classifier for the AUROC protocol", reads_data=True),
         Command("check-weights", "check_weights", "cxr_irgen.weights:run", "Check a weights folder (weights.root=DIR from scripts/fetch_weights.py): manifest, configs, ready recipes"),
+        Command("train-report-encoder", "train_report_encoder", "cxr_irgen.report_models.encoder_train:run", "Pre-train a frozen encoder of the report study: FVE classifiers, CVE CLIP or CCVE cluster CLIP", reads_data=True),
+        Command("train-report-model", "train_report_model", "cxr_irgen.report_models.train:run", "Train an image encoder x report decoder (DVE/FVE/CVE/CCVE x Transformer/M2/CNN-RNN-RNN)", reads_data=True),
     )
 }
 

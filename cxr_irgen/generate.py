@@ -128,16 +128,18 @@ def vision_model_dir(checkpoint) -> Path:
 
 
 def language_run_dir(checkpoint) -> Path:
-    """A train-language stage=prior run dir; a one-line error for anything else."""
+    """A train-language stage=prior run dir or a report-generator run (train-report-model); a one-line error for anything else."""
     from cxr_irgen.language.prior import PRIOR_FILE
+    from cxr_irgen.report_models.interface import GENERATOR_FILE, RUN_SUBDIR
 
     if not checkpoint:
-        raise UserError("language.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-language stage=prior`)")
+        raise UserError("language.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-language stage=prior` or `train-report-model`)")
     path = Path(str(checkpoint))
     if not path.exists():
         raise UserError(f"language.checkpoint={path}: no such folder")
-    if not any((folder / PRIOR_FILE).is_file() for folder in (path, path / "prior")):
-        raise UserError(f"language.checkpoint={path} is {_run_kind(path)}, not a train-language stage=prior run (no prior/{PRIOR_FILE})")
+    markers = [path / PRIOR_FILE, path / "prior" / PRIOR_FILE, path / GENERATOR_FILE, path / RUN_SUBDIR / GENERATOR_FILE]
+    if not any(marker.is_file() for marker in markers):
+        raise UserError(f"language.checkpoint={path} is {_run_kind(path)}, not a train-language stage=prior run (no prior/{PRIOR_FILE}) nor a report-model run ({RUN_SUBDIR}/{GENERATOR_FILE})")
     return path
 
 
@@ -230,9 +232,9 @@ def _load_vision(cfg, device):
 
 
 def _load_language(cfg, device):
-    from cxr_irgen.language.generate import ReportGenerator
+    from cxr_irgen.report_models.interface import load_report_generator
 
-    return ReportGenerator.from_run_dir(language_run_dir(cfg.language.checkpoint)).to(device)
+    return load_report_generator(language_run_dir(cfg.language.checkpoint)).to(device)
 
 
 def _reports(generator, images: torch.Tensor, cfg) -> list[str]:
@@ -305,7 +307,7 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
 
     generator = _load_language(cfg, _device(cfg))
     for batch in tqdm(list(_batches(items, int(cfg.batch_size))), desc="reports", disable=not show_progress):
-        batch, images = readable_images(batch, generator.representation.image_size, bool(cfg.data.get("skip_bad")), pairs_dir)
+        batch, images = readable_images(batch, generator.image_size, bool(cfg.data.get("skip_bad")), pairs_dir)
         if not batch:
             continue
         reports = _reports(generator, torch.stack(images), cfg)

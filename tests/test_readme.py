@@ -39,6 +39,8 @@ SKIP = [  # (pattern, reason): the first match decides
     (r"^accelerate launch", "needs several GPUs; 2-process CPU runs: tests/test_vision_train.py, tests/test_generate_cli.py"),
     (r"data=mimic|/data/mimic", "needs MIMIC-CXR-JPG (credentialed PhysioNet data)"),
     (r"experiment=paper_|unet-sd14|bart-base", "needs the pretrained SD v1.4 / BART weights and a GPU"),
+    (r"train-report-|train_report_model|make-phantoms out=/tmp/ph",
+     "paper-size report encoders (DenseNet-121, ConvNeXt-small, RN50x4) or the 30-min grid; tiny versions: tests/test_report_models_train.py, tests/test_report_models_learning.py"),
 ]
 
 
