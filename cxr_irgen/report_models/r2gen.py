@@ -1,0 +1,154 @@
+"""R2Gen (Chen et al., EMNLP 2020): a Transformer whose decoder layer norms are driven by a relational memory.
+
+    visual tokens (B, N, C) ─► Linear C→d + ReLU + dropout ─► Transformer encoder ─► (B, N, d)
+    tokens (B, T) ─► embedding ─► relational memory, one update per token ─► (B, T, slots, d)
+                                       │
+    decoder layers (self-attn, cross-attn, FFN), each sublayer pre-normed by MCLN(x, memory_t)
+                                       └─► logits (B, T, V)
+
+*Relational memory*: ``slots`` rows of width ``d``, initialised to the identity (padded
+with zeros). At each token the rows attend over [memory; token] (multi-head), add an MLP
+of the result, and are gated like an LSTM: ``M' = σ(i) ⊙ tanh(M̃) + σ(f) ⊙ M`` with
+``[i, f] = W x + U tanh(M)``.
+
+*Memory-driven conditional layer norm (MCLN)*: layer norm whose γ and β are shifted by
+MLPs of the flattened memory at that position, so the same hidden state is normed
+differently when the memory differs.
+
+Paper configuration: d 512, d_ff 512, 8 heads, 3 layers, 3 slots, dropout 0.1 (0.5 after
+the visual projection).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class RelationalMemory(nn.Module):
+    """``slots`` × ``d_model`` memory updated once per input token: (B, T, d) → (B, T, slots, d)."""
+
+    def __init__(self, num_slots: int = 3, d_model: int = 512, num_heads: int = 8, dropout: float = 0.1):
+        super().__init__()
+        self.num_slots, self.d_model = num_slots, d_model
+        self.attention = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU())
+        self.input_gates = nn.Linear(d_model, 2 * d_model)  # W: input and forget gate from the token
+        self.memory_gates = nn.Linear(d_model, 2 * d_model)  # U: input and forget gate from tanh(memory)
+
+    def initial_memory(self, batch_size: int, device=None, dtype=None) -> torch.Tensor:
+        """(B, slots, d): the identity in the first ``min(slots, d)`` columns, zeros elsewhere."""
+        eye = torch.eye(self.num_slots, self.d_model, device=device, dtype=dtype)
+        return eye.expand(batch_size, -1, -1).clone()
+
+    def step(self, token: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """One update: token (B, d), memory (B, slots, d) → next memory (B, slots, d)."""
+        keys = torch.cat([memory, token.unsqueeze(1)], dim=1)  # (B, slots + 1, d)
+        attended = memory + self.attention(memory, keys, keys, need_weights=False)[0]
+        candidate = attended + self.mlp(attended)
+        gates = self.input_gates(token).unsqueeze(1) + self.memory_gates(torch.tanh(memory))
+        input_gate, forget_gate = gates.chunk(2, dim=-1)
+        return torch.sigmoid(input_gate) * torch.tanh(candidate) + torch.sigmoid(forget_gate) * memory
+
+    def forward(self, tokens: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """Memory after each token: tokens (B, T, d) → (B, T, slots, d); starts from ``memory`` or the identity."""
+        if memory is None:
+            memory = self.initial_memory(tokens.shape[0], tokens.device, tokens.dtype)
+        states = []
+        for t in range(tokens.shape[1]):
+            memory = self.step(tokens[:, t], memory)
+            states.append(memory)
+        return torch.stack(states, dim=1)
+
+
+class ConditionalLayerNorm(nn.Module):
+    """MCLN: x (B, T, d), memory (B, T, slots, d) → layer norm of x with γ + Δγ(memory), β + Δβ(memory)."""
+
+    def __init__(self, d_model: int, num_slots: int, memory_dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(d_model))
+        self.beta = nn.Parameter(torch.zeros(d_model))
+        self.eps = eps
+        self.delta_gamma = nn.Sequential(nn.Linear(num_slots * memory_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        self.delta_beta = nn.Sequential(nn.Linear(num_slots * memory_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.constant_(module.bias, 0.1)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        flat = memory.flatten(-2)  # (B, T, slots * d)
+        normed = F.layer_norm(x, x.shape[-1:], eps=self.eps)
+        return (self.gamma + self.delta_gamma(flat)) * normed + self.beta + self.delta_beta(flat)
+
+
+class R2GenDecoderLayer(nn.Module):
+    """Pre-norm decoder layer whose three norms are MCLNs of the per-position memory."""
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float, num_slots: int):
+        super().__init__()
+        self.self_attention = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
+        self.cross_attention = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
+        self.feed_forward = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.norms = nn.ModuleList(ConditionalLayerNorm(d_model, num_slots, d_model) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, visual, memory, causal_mask, padding_mask=None):
+        h = self.norms[0](x, memory)
+        x = x + self.dropout(self.self_attention(h, h, h, attn_mask=causal_mask, key_padding_mask=padding_mask, need_weights=False)[0])
+        h = self.norms[1](x, memory)
+        x = x + self.dropout(self.cross_attention(h, visual, visual, need_weights=False)[0])
+        return x + self.dropout(self.feed_forward(self.norms[2](x, memory)))
+
+
+def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
+    """(length, d_model) sine/cosine position table of the original Transformer."""
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(length, d_model)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)
+    return table
+
+
+class R2GenTransformer(nn.Module):
+    """Visual tokens (B, N, visual_dim) + report tokens (B, T) → next-token logits (B, T, vocab_size)."""
+
+    def __init__(self, visual_dim: int, vocab_size: int, d_model: int = 512, d_ff: int = 512, num_heads: int = 8,
+                 num_layers: int = 3, num_slots: int = 3, dropout: float = 0.1, visual_dropout: float = 0.5,
+                 max_length: int = 100, pad_id: int = 0):
+        super().__init__()
+        self.pad_id, self.d_model = pad_id, d_model
+        self.visual_projection = nn.Sequential(nn.Linear(visual_dim, d_model), nn.ReLU(), nn.Dropout(visual_dropout))
+        encoder_layer = nn.TransformerEncoderLayer(d_model, num_heads, d_ff, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(encoder_layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.register_buffer("positions", sinusoidal_positions(max_length + 2, d_model), persistent=False)
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.memory = RelationalMemory(num_slots, d_model, num_heads, dropout)
+        self.layers = nn.ModuleList(R2GenDecoderLayer(d_model, num_heads, d_ff, dropout, num_slots) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(d_model)
+        self.lm_head = nn.Linear(d_model, vocab_size)
+
+    def encode(self, visual_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, visual_dim) → (B, N, d)."""
+        return self.encoder(self.visual_projection(visual_tokens))
+
+    def decode(self, encoded: torch.Tensor, tokens: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoded visual (B, N, d), tokens (B, T) → logits (B, T, V); ``memory`` overrides the initial memory (B, slots, d)."""
+        embedded = self.embedding(tokens) * math.sqrt(self.d_model)
+        x = self.embedding_dropout(embedded + self.positions[: tokens.shape[1]])
+        states = self.memory(x, memory)  # (B, T, slots, d): R2Gen feeds the position-encoded embeddings
+        length = tokens.shape[1]
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=tokens.device), diagonal=1)
+        padding = tokens == self.pad_id
+        padding[:, 0] = False  # the BOS position is never masked, so every row attends somewhere
+        for layer in self.layers:
+            x = layer(x, encoded, states, causal, padding)
+        return self.lm_head(self.final_norm(x))
+
+    def forward(self, visual_tokens: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(visual_tokens), tokens)
