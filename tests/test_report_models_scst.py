@@ -60,7 +60,7 @@ def test_scst_with_the_labeler_reward_raises_the_training_reward():
         return float(reward(decode(tokens[:, 1:]), references).mean())
 
     before = greedy_reward()
-    for _ in range(30):
+    for _ in range(20):
         loss, stats = scst_loss(lambda t: model(context, t), references, decode, reward, BOS, EOS, PAD, 6, generator)
         optimizer.zero_grad()
         loss.backward()
