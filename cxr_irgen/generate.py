@@ -76,11 +76,11 @@ def _load_vision(cfg, device):
 
 
 def _load_language(cfg, device):
-    from cxr_irgen.language.generate import ReportGenerator
+    from cxr_irgen.report_models.interface import load_report_generator
 
     if not cfg.language.checkpoint:
-        raise UserError("language.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-language stage=prior`)")
-    return ReportGenerator.from_run_dir(cfg.language.checkpoint).to(device)
+        raise UserError("language.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-language stage=prior` or of a report-model training)")
+    return load_report_generator(cfg.language.checkpoint).to(device)
 
 
 def _reports(generator, images: torch.Tensor, cfg) -> list[str]:
@@ -131,7 +131,7 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
 
     generator = _load_language(cfg, _device(cfg))
     for batch in tqdm(list(_batches(items, cfg.batch_size)), desc="reports", disable=not show_progress):
-        images = torch.stack([read_image(item["path"], generator.representation.image_size) for item in batch])
+        images = torch.stack([read_image(item["path"], generator.image_size) for item in batch])
         reports = _reports(generator, images, cfg)
         for item, report, rep_labels in zip(batch, reports, label_reports(reports)):
             _write_json({"index": item["index"], "image": str(item["path"]), "labels": None, "report": report,

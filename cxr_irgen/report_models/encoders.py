@@ -1,0 +1,236 @@
+"""Image encoders of the encoder × decoder study: images (B, 1, H, W) in [0, 1] → visual tokens (B, N, C).
+
+One YAML per encoder under ``configs/report_models/encoder/`` (open_clip/timm style); the
+``builder`` key picks the class, the other keys are its arguments:
+
+- ``dve``  :class:`TimmGridEncoder`: timm DenseNet-121 grid, trained end to end.
+- ``fve``  :class:`ClassifierPairEncoder`: two frozen ConvNeXt-small classifiers (coarse, fine-grained) with heads
+  removed; their grids concatenated on the token axis.
+- ``cve``  :class:`ClipGridEncoder`: open_clip RN50x4 visual tower without its attention pool (grid).
+- ``ccve`` :class:`ClusterClipEncoder`: a shared 2-conv stem makes K three-channel "filtered images", each
+  encoded by the CLIP visual tower with its attention pool → K tokens.
+
+``num_tokens`` and ``width`` are measured once from a blank image at ``image_size``, never
+written in a config. ``checkpoint`` (a ``train-report-encoder`` run dir or a weights file of
+this encoder) and ``pretrained`` (a weights file of the backbone) load strictly.
+
+    encoder = build_encoder("dve-tiny", image_size=64)
+    tokens = encoder(images)                      # (B, encoder.num_tokens, encoder.width)
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from cxr_irgen.errors import UserError
+from cxr_irgen.report_models.weights import load_strict, read_weights
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
+ENCODER_FILE = "encoder.safetensors"
+
+
+def model_config(group: str, name: str, overrides: dict | DictConfig | None = None) -> DictConfig:
+    """``configs/report_models/<group>/<name>.yaml`` merged with ``overrides``; a UserError lists the names."""
+    folder = resources.files("cxr_irgen.configs") / "report_models" / group
+    names = sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if name not in names:
+        raise UserError(f"{group}={name!r}: use one of {', '.join(names)}")
+    base = OmegaConf.create((folder / f"{name}.yaml").read_text())
+    return OmegaConf.merge(base, overrides or {})
+
+
+class VisualEncoder(nn.Module):
+    """Base: resize, gray → 3 channels, normalise, then :meth:`tokens`; ``frozen`` encoders stay in eval mode."""
+
+    def __init__(self, image_size: int, normalization: str = "imagenet", frozen: bool = False):
+        super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise UserError(f"normalization={normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
+        mean, std = NORMALIZATIONS[normalization]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.image_size, self.frozen = int(image_size), bool(frozen)
+        self.num_tokens, self.width = 0, 0
+
+    def measure(self) -> "VisualEncoder":
+        """Set ``num_tokens`` and ``width`` from one blank image (call at the end of a subclass's __init__)."""
+        was_training = self.training
+        with torch.no_grad():
+            shape = self.eval()(torch.zeros(1, 1, self.image_size, self.image_size)).shape
+        self.train(was_training)
+        self.num_tokens, self.width = int(shape[1]), int(shape[2])
+        if self.frozen:
+            self.requires_grad_(False)
+        return self
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) in [0, 1] → (B, 3, S, S) normalised."""
+        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            images = F.interpolate(images.float(), size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+        return (images.expand(-1, 3, -1, -1) - self.mean) / self.std
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tokens(self.prepare(images))
+
+    def train(self, mode: bool = True):
+        return super().train(mode and not self.frozen)
+
+
+def grid_tokens(grid: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) → (B, h·w, C)."""
+    return grid.flatten(2).transpose(1, 2)
+
+
+def build_timm(model_name: str, kwargs: dict | None = None, num_classes: int = 0) -> nn.Module:
+    import timm
+
+    return timm.create_model(str(model_name), pretrained=False, num_classes=int(num_classes), **dict(kwargs or {}))
+
+
+class TimmGridEncoder(VisualEncoder):
+    """DVE: a timm backbone's ``forward_features`` grid (B, h·w, C)."""
+
+    def __init__(self, model_name: str, image_size: int, kwargs: dict | None = None, frozen: bool = False, normalization: str = "imagenet"):
+        super().__init__(image_size, normalization, frozen)
+        self.backbone = build_timm(model_name, kwargs)
+        self.measure()
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        return grid_tokens(self.backbone.forward_features(pixels))
+
+
+class ClassifierPairEncoder(VisualEncoder):
+    """FVE: coarse and fine-grained classifiers' grids, concatenated → (B, h·w + h'·w', C); frozen."""
+
+    def __init__(self, model_name: str, image_size: int, kwargs: dict | None = None, frozen: bool = True, normalization: str = "imagenet"):
+        super().__init__(image_size, normalization, frozen)
+        self.coarse = build_timm(model_name, kwargs)
+        self.fine = build_timm(model_name, kwargs)
+        self.measure()
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.cat([grid_tokens(self.coarse.forward_features(pixels)), grid_tokens(self.fine.forward_features(pixels))], dim=1)
+
+
+def build_clip(clip: dict | DictConfig) -> nn.Module:
+    """An open_clip CLIP model with random weights: ``{name: RN50x4}`` (open_clip's config) or ``{config: {...}}``."""
+    import open_clip
+    from open_clip.model import CLIP
+
+    clip = OmegaConf.to_container(clip, resolve=True) if OmegaConf.is_config(clip) else dict(clip)
+    config = clip.get("config") or open_clip.get_model_config(str(clip.get("name")))
+    if not config:
+        raise UserError(f"CLIP model {clip.get('name')!r} is not an open_clip config; give clip.name or clip.config")
+    return CLIP(**config)
+
+
+class ClipGridEncoder(VisualEncoder):
+    """CVE: the CLIP ResNet visual tower without its attention pool → grid (B, h·w, C)."""
+
+    def __init__(self, clip: dict, image_size: int, frozen: bool = True, normalization: str = "clip"):
+        super().__init__(image_size, normalization, frozen)
+        self.visual = build_clip(clip).visual
+        self.measure()
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        return grid_tokens(v.layer4(v.layer3(v.layer2(v.layer1(v.stem(pixels))))))
+
+
+class ChannelsFirstLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of (B, C, H, W)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ClusterStem(nn.Module):
+    """Conv 3→16 k5 + LN + GELU, Conv 16→3K k3 + LN + GELU: (B, 3, S, S) → K filtered images (B, K, 3, S, S)."""
+
+    def __init__(self, clusters: int, hidden: int = 16):
+        super().__init__()
+        self.clusters = int(clusters)
+        self.layers = nn.Sequential(
+            nn.Conv2d(3, hidden, 5, padding=2), ChannelsFirstLayerNorm(hidden), nn.GELU(),
+            nn.Conv2d(hidden, 3 * self.clusters, 3, padding=1), ChannelsFirstLayerNorm(3 * self.clusters), nn.GELU(),
+        )
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.layers(pixels)
+        return out.view(out.shape[0], self.clusters, 3, *out.shape[-2:])
+
+
+class ClusterClipEncoder(VisualEncoder):
+    """CCVE: K filtered images, each through the CLIP visual tower with its attention pool → (B, K, D)."""
+
+    def __init__(self, clip: dict, image_size: int, clusters: int = 13, stem_width: int = 16, frozen: bool = True, normalization: str = "clip"):
+        super().__init__(image_size, normalization, frozen)
+        self.stem = ClusterStem(clusters, stem_width)
+        self.visual = build_clip(clip).visual
+        self.measure()
+
+    def filtered(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised → (B, K, 3, S, S)."""
+        return self.stem(pixels)
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        slices = self.filtered(pixels)
+        b, k = slices.shape[:2]
+        return self.visual(slices.flatten(0, 1)).view(b, k, -1)
+
+
+BUILDERS = {"timm_grid": TimmGridEncoder, "classifier_pair": ClassifierPairEncoder, "clip_grid": ClipGridEncoder, "cluster_clip": ClusterClipEncoder}
+
+
+def build_encoder(name: str, overrides: dict | DictConfig | None = None) -> VisualEncoder:
+    """Encoder ``name`` (a file in configs/report_models/encoder/) with ``overrides``; weights loaded strictly."""
+    cfg = model_config("encoder", name, overrides)
+    return build_encoder_from_config(cfg)
+
+
+def build_encoder_from_config(cfg: DictConfig) -> VisualEncoder:
+    args: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
+    builder = args.pop("builder", None)
+    if builder not in BUILDERS:
+        raise UserError(f"encoder builder={builder!r}: use one of {', '.join(BUILDERS)}")
+    args.pop("name", None)
+    pretrained, checkpoint = args.pop("pretrained", None), args.pop("checkpoint", None)
+    try:
+        encoder = BUILDERS[builder](**args)
+    except TypeError as err:
+        raise UserError(f"encoder {cfg.get('name')}: {err}") from None
+    if pretrained:
+        backbones = [m for m in (getattr(encoder, n, None) for n in ("backbone", "visual")) if m is not None]
+        if not backbones:
+            raise UserError(f"encoder {cfg.get('name')}: pretrained= applies to single-backbone encoders (dve, cve, ccve); give checkpoint= instead")
+        load_strict(backbones[0], read_weights(pretrained), pretrained)
+    if checkpoint:
+        load_strict(encoder, read_weights(encoder_weights_path(checkpoint)), checkpoint)
+    if encoder.frozen:
+        encoder.requires_grad_(False).eval()
+    return encoder
+
+
+def encoder_weights_path(checkpoint: str | Path) -> Path:
+    """A ``train-report-encoder`` run dir (its ``encoder/encoder.safetensors``) or a weights file."""
+    path = Path(checkpoint)
+    for candidate in (path / "encoder" / ENCODER_FILE, path / ENCODER_FILE):
+        if candidate.is_file():
+            return candidate
+    return path
