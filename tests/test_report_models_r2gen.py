@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cxr_irgen.report_models.r2gen import ConditionalLayerNorm, R2GenTransformer, RelationalMemory
+from cxr_irgen.report_models.r2gen import ConditionalLayerNorm, R2GenDecoder, RelationalMemory
 
 
 def _set_linear(layer: nn.Linear, weight: torch.Tensor, bias: float = 0.0) -> None:
@@ -59,33 +59,38 @@ def test_conditional_layer_norm_matches_a_hand_computed_case_and_follows_the_mem
 @pytest.fixture
 def tiny_r2gen():
     torch.manual_seed(0)
-    return R2GenTransformer(visual_dim=6, vocab_size=11, d_model=16, d_ff=16, num_heads=2, num_layers=2, num_slots=3,
-                            dropout=0.0, visual_dropout=0.0, max_length=12).eval()
+    return R2GenDecoder(vocab_size=11, max_positions=12, d_model=16, ffn=16, heads=2, layers=2, memory_slots=3, memory_heads=2, dropout=0.0).eval()
 
 
 def test_changing_the_memory_changes_the_output(tiny_r2gen):
-    visual = torch.randn(2, 5, 6)
-    tokens = torch.randint(1, 11, (2, 7))
-    encoded = tiny_r2gen.encode(visual)
+    encoded = tiny_r2gen.prepare(torch.randn(2, 5, 16))
+    tokens = torch.randint(4, 11, (2, 7))
     with torch.no_grad():
-        default = tiny_r2gen.decode(encoded, tokens)
-        same = tiny_r2gen.decode(encoded, tokens, tiny_r2gen.memory.initial_memory(2))
-        other = tiny_r2gen.decode(encoded, tokens, torch.randn(2, 3, 16))
+        default = tiny_r2gen.logits(tokens, encoded)
+        same = tiny_r2gen.logits(tokens, encoded, tiny_r2gen.memory.initial_memory(2))
+        other = tiny_r2gen.logits(tokens, encoded, torch.randn(2, 3, 16))
     torch.testing.assert_close(default, same)
     assert (default - other).abs().amax(-1).min() > 1e-3  # every position of every report changes
 
 
-def test_memory_and_logits_are_causal(tiny_r2gen):
-    visual = torch.randn(1, 5, 6)
-    tokens = torch.randint(1, 11, (1, 8))
+def test_memory_and_logits_are_causal_and_read_the_image(tiny_r2gen):
+    encoded = tiny_r2gen.prepare(torch.randn(1, 5, 16))
+    tokens = torch.randint(4, 11, (1, 8))
     changed = tokens.clone()
-    changed[0, 5] = (tokens[0, 5] % 10) + 1
+    changed[0, 5] = 4 + (tokens[0, 5] - 3) % 7
     with torch.no_grad():
-        logits, logits_changed = tiny_r2gen(visual, tokens), tiny_r2gen(visual, changed)
+        logits, logits_changed = tiny_r2gen.logits(tokens, encoded), tiny_r2gen.logits(changed, encoded)
         states = tiny_r2gen.memory(torch.randn(1, 8, 16))
+        other_image = tiny_r2gen.logits(tokens, tiny_r2gen.prepare(torch.randn(1, 5, 16)))
     torch.testing.assert_close(logits[:, :5], logits_changed[:, :5])
     assert (logits[:, 5:] - logits_changed[:, 5:]).abs().amax() > 1e-4
     assert states.shape == (1, 8, 3, 16)
-    # the image reaches every position through cross-attention
-    with torch.no_grad():
-        assert (tiny_r2gen(torch.randn(1, 5, 6), tokens) - logits).abs().amax() > 1e-4
+    assert (other_image - logits).abs().amax() > 1e-4  # the image reaches every position through cross-attention
+
+
+def test_r2gen_is_a_decoder_of_the_registry():
+    from cxr_irgen.report_models.decoders import build_decoder, decoder_config
+
+    decoder = build_decoder(decoder_config("r2gen-tiny"), vocab_size=20, max_positions=10, sentence_end=5)
+    assert isinstance(decoder, R2GenDecoder) and decoder.d_model == 64
+    assert decoder_config("r2gen").memory_slots == 3

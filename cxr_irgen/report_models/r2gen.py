@@ -1,6 +1,6 @@
 """R2Gen (Chen et al., EMNLP 2020): a Transformer whose decoder layer norms are driven by a relational memory.
 
-    visual tokens (B, N, C) ─► Linear C→d + ReLU + dropout ─► Transformer encoder ─► (B, N, d)
+    visual tokens (B, N, C) ─► shared projection (Linear C→d, ReLU, dropout) ─► Transformer encoder ─► (B, N, d)
     tokens (B, T) ─► embedding ─► relational memory, one update per token ─► (B, T, slots, d)
                                        │
     decoder layers (self-attn, cross-attn, FFN), each sublayer pre-normed by MCLN(x, memory_t)
@@ -15,8 +15,11 @@ of the result, and are gated like an LSTM: ``M' = σ(i) ⊙ tanh(M̃) + σ(f) �
 MLPs of the flattened memory at that position, so the same hidden state is normed
 differently when the memory differs.
 
-Paper configuration: d 512, d_ff 512, 8 heads, 3 layers, 3 slots, dropout 0.1 (0.5 after
-the visual projection).
+Paper configuration (``configs/report_models/decoder/r2gen.yaml``): d 512, d_ff 512, 8 heads,
+3 layers, 3 slots, dropout 0.1; projection dropout 0.5 (``projection_dropout`` of the run).
+:class:`R2GenDecoder` plugs it into the encoder × decoder registry (``decoder=r2gen``) with a
+ResNet-101 grid encoder (``encoder=resnet101``), so training, beam search and the saved
+generator are the shared ones.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from cxr_irgen.errors import UserError
+from cxr_irgen.report_models.decoders import TokenDecoder, causal_mask
+from cxr_irgen.report_models.vocabulary import PAD
 
 
 class RelationalMemory(nn.Module):
@@ -114,41 +121,40 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
     return table
 
 
-class R2GenTransformer(nn.Module):
-    """Visual tokens (B, N, visual_dim) + report tokens (B, T) → next-token logits (B, T, vocab_size)."""
+class R2GenDecoder(TokenDecoder):
+    """R2Gen behind the decoder interface: projected visual memory (B, N, d) → Transformer encoder → RM + MCLN decoder.
 
-    def __init__(self, visual_dim: int, vocab_size: int, d_model: int = 512, d_ff: int = 512, num_heads: int = 8,
-                 num_layers: int = 3, num_slots: int = 3, dropout: float = 0.1, visual_dropout: float = 0.5,
-                 max_length: int = 100, pad_id: int = 0):
+    ``logits(tokens (B, T), encoded (B, N, d)) -> (B, T, V)``; ``loss`` and ``generate`` (the shared
+    beam search) come from :class:`TokenDecoder`. ``max_positions`` = longest report + 2.
+    """
+
+    def __init__(self, vocab_size: int, max_positions: int, d_model: int = 512, ffn: int = 512, heads: int = 8,
+                 layers: int = 3, memory_slots: int = 3, memory_heads: int = 8, dropout: float = 0.1):
         super().__init__()
-        self.pad_id, self.d_model = pad_id, d_model
-        self.visual_projection = nn.Sequential(nn.Linear(visual_dim, d_model), nn.ReLU(), nn.Dropout(visual_dropout))
-        encoder_layer = nn.TransformerEncoderLayer(d_model, num_heads, d_ff, dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(encoder_layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
-        self.embedding = nn.Embedding(vocab_size, d_model)
-        self.register_buffer("positions", sinusoidal_positions(max_length + 2, d_model), persistent=False)
+        self.d_model = int(d_model)
+        encoder_layer = nn.TransformerEncoderLayer(d_model, heads, ffn, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(encoder_layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
+        self.register_buffer("positions", sinusoidal_positions(max_positions, d_model), persistent=False)
         self.embedding_dropout = nn.Dropout(dropout)
-        self.memory = RelationalMemory(num_slots, d_model, num_heads, dropout)
-        self.layers = nn.ModuleList(R2GenDecoderLayer(d_model, num_heads, d_ff, dropout, num_slots) for _ in range(num_layers))
+        self.memory = RelationalMemory(memory_slots, d_model, memory_heads, dropout)
+        self.layers = nn.ModuleList(R2GenDecoderLayer(d_model, heads, ffn, dropout, memory_slots) for _ in range(layers))
         self.final_norm = nn.LayerNorm(d_model)
-        self.lm_head = nn.Linear(d_model, vocab_size)
+        self.out = nn.Linear(d_model, vocab_size)
 
-    def encode(self, visual_tokens: torch.Tensor) -> torch.Tensor:
-        """(B, N, visual_dim) → (B, N, d)."""
-        return self.encoder(self.visual_projection(visual_tokens))
+    def prepare(self, memory: torch.Tensor) -> torch.Tensor:
+        """Projected visual tokens (B, N, d) → encoded (B, N, d)."""
+        return self.encoder(memory)
 
-    def decode(self, encoded: torch.Tensor, tokens: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoded visual (B, N, d), tokens (B, T) → logits (B, T, V); ``memory`` overrides the initial memory (B, slots, d)."""
-        embedded = self.embedding(tokens) * math.sqrt(self.d_model)
-        x = self.embedding_dropout(embedded + self.positions[: tokens.shape[1]])
-        states = self.memory(x, memory)  # (B, T, slots, d): R2Gen feeds the position-encoded embeddings
-        length = tokens.shape[1]
-        causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=tokens.device), diagonal=1)
-        padding = tokens == self.pad_id
-        padding[:, 0] = False  # the BOS position is never masked, so every row attends somewhere
+    def logits(self, tokens: torch.Tensor, encoded: torch.Tensor, initial_memory: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens (B, T) with BOS first → logits (B, T, V); ``initial_memory`` (B, slots, d) replaces the identity start."""
+        if tokens.shape[1] > self.positions.shape[0]:
+            raise UserError(f"{tokens.shape[1]} tokens exceed the decoder's {self.positions.shape[0]} positions: lower max_length")
+        x = self.embedding(tokens) * math.sqrt(self.d_model) + self.positions[: tokens.shape[1]]
+        x = self.embedding_dropout(x)
+        states = self.memory(x, initial_memory)  # (B, T, slots, d): R2Gen feeds the position-encoded embeddings
+        causal = causal_mask(tokens.shape[1], tokens.device)
+        padding = tokens == PAD
         for layer in self.layers:
             x = layer(x, encoded, states, causal, padding)
-        return self.lm_head(self.final_norm(x))
-
-    def forward(self, visual_tokens: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(visual_tokens), tokens)
+        return self.out(self.final_norm(x))
