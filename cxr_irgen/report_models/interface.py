@@ -130,7 +130,7 @@ def _import_kinds() -> None:
         importlib.import_module(module)
 
 
-KIND_MODULES = ["cxr_irgen.report_models.language_adapter", "cxr_irgen.report_models.model"]
+KIND_MODULES = ["cxr_irgen.report_models.language_adapter", "cxr_irgen.report_models.model", "cxr_irgen.report_models.repair"]
 
 
 def load_report_generator(path: str | Path) -> ReportGenerator:
