@@ -37,6 +37,7 @@ COMMANDS = {
         Command("evaluate", "evaluate", "cxr_irgen.eval.evaluate:run", "Score generated images/reports: FID, PSNR/SSIM, AUROC, BLEU/ROUGE/CIDEr, CheXpert F1"),
         Command("label-reports", "label_reports", "cxr_irgen.eval.labeler:run", "Label free-text reports with the in-house CheXpert labeler (CSV in, CSV out)"),
         Command("train-classifier", "train_classifier", "cxr_irgen.eval.classifier:run", "Train an XRV-architecture DenseNet classifier for the AUROC protocol"),
+        Command("train-report-encoder", "train_report_encoder", "cxr_irgen.report_models.encoder_train:run", "Pre-train a frozen encoder of the report study: FVE classifiers, CVE CLIP or CCVE cluster CLIP"),
         Command("train-report-model", "train_report_model", "cxr_irgen.report_models.train:run", "Train an image encoder x report decoder (DVE/FVE/CVE/CCVE x Transformer/M2/CNN-RNN-RNN)"),
         Command("train-repair", "train_repair", "cxr_irgen.report_models.repair:run", "CXR-RePaiR: fine-tune CLIP on image-impression pairs and index the corpus for retrieval"),
         Command("compare-reports", "compare_reports", "cxr_irgen.eval.compare_reports:run", "One table (paper Tab. 3/4) of report generators on the same test images"),

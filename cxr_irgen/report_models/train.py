@@ -102,13 +102,14 @@ def load_vocabulary(out: Path, texts: list[str], vocab_cfg) -> Vocabulary:
     return Vocabulary.build(texts, int(vocab_cfg.min_count), int(vocab_cfg.max_words), None if max_size is None else int(max_size))
 
 
-def _args(node) -> dict:
+def config_args(node) -> dict:
+    """A config node of overrides as a plain dict ({} when empty or absent)."""
     return OmegaConf.to_container(node, resolve=True) if node else {}
 
 
 def build_from_cfg(cfg: DictConfig, vocab: Vocabulary) -> ReportModel:
     """The encoder × decoder named by ``cfg.encoder`` / ``cfg.decoder`` with ``encoder_args`` / ``decoder_args`` overrides."""
-    return build_report_model(str(cfg.encoder), str(cfg.decoder), vocab, _args(cfg.get("encoder_args")), _args(cfg.get("decoder_args")), float(cfg.projection_dropout))
+    return build_report_model(str(cfg.encoder), str(cfg.decoder), vocab, config_args(cfg.get("encoder_args")), config_args(cfg.get("decoder_args")), float(cfg.projection_dropout))
 
 
 def run(cfg: DictConfig) -> Path:
@@ -119,7 +120,7 @@ def run(cfg: DictConfig) -> Path:
     table = load_table(cfg.data)
     sections = load_sections(table, cfg.data)
     accelerator = make_accelerator(cfg.trainer, int(cfg.seed))
-    image_size = int(model_config("encoder", str(cfg.encoder), _args(cfg.get("encoder_args"))).image_size)
+    image_size = int(model_config("encoder", str(cfg.encoder), config_args(cfg.get("encoder_args"))).image_size)
     pairs = report_pairs(table, sections, "train", cfg.views, str(cfg.text), image_size, bool(cfg.data.skip_bad))
     vocab = load_vocabulary(out, pairs.texts, cfg.vocabulary)
     model = build_from_cfg(cfg, vocab)
