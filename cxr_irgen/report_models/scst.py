@@ -14,10 +14,15 @@ can be fine-tuned. Rewards are ``reward(hypotheses, references) -> (B,)`` arrays
 - :class:`BertScoreReward`: BERTScore F1 (greedy cosine matching of contextual token embeddings,
   no idf weighting, no baseline rescaling) with a BERT-style model from a local directory; only
   when that directory holds a model (ifcc used ``distilroberta-base``).
+
+``cxr-irgen train-report-scst model_run=RUN reward.name=labeler_f1`` fine-tunes a
+``train-report-model`` run (M2Trans's second stage) on the shared trainer and saves the tuned
+generator in the new run's ``report_model/``.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,6 +32,7 @@ from torch.nn import functional as F
 
 from cxr_irgen.errors import UserError
 
+log = logging.getLogger(__name__)
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -155,3 +161,63 @@ def build_reward(name: str, **kwargs) -> RewardFn:
     if name == "bertscore":
         return BertScoreReward(**kwargs)
     raise UserError(f"scst.reward={name!r}: use labeler_f1 or bertscore")
+
+
+def run(cfg) -> Path:
+    """``train-report-scst``: SCST fine-tuning of a ``train-report-model`` run (decoders that score whole prefixes)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from cxr_irgen.data.adapters import load_sections, load_table
+    from cxr_irgen.data.datasets import collate
+    from cxr_irgen.report_models.decoders import TokenDecoder
+    from cxr_irgen.report_models.interface import RUN_SUBDIR, load_report_generator
+    from cxr_irgen.report_models.model import EncoderDecoderGenerator
+    from cxr_irgen.report_models.train import config_args, evaluate_heldout, loss_summary, report_pairs
+    from cxr_irgen.report_models.vocabulary import BOS, EOS, PAD
+    from cxr_irgen.utils.rundir import run_dir
+    from cxr_irgen.utils.training import make_accelerator, train
+
+    if not cfg.model_run:
+        raise UserError("model_run=??? : give the run dir of a `cxr-irgen train-report-model` run (the NLL stage)")
+    generator = load_report_generator(cfg.model_run)
+    if not isinstance(generator, EncoderDecoderGenerator) or not isinstance(generator.model.decoder, TokenDecoder):
+        raise UserError(f"{cfg.model_run}: SCST fine-tunes encoder x decoder runs with a transformer, m2 or r2gen decoder")
+    reward = build_reward(str(cfg.reward.name), **config_args(cfg.reward.get("args")))
+    out = run_dir(cfg)
+    table = load_table(cfg.data)
+    sections = load_sections(table, cfg.data)
+    model, vocab = generator.model, generator.vocab
+    pairs = report_pairs(table, sections, "train", cfg.views, str(cfg.text), model.encoder.image_size, bool(cfg.data.skip_bad))
+    accelerator = make_accelerator(cfg.trainer, int(cfg.seed))
+    rewards: list[dict[str, float]] = []
+
+    def decode(tokens: torch.Tensor) -> list[str]:
+        return [vocab.decode(row) for row in tokens.tolist()]
+
+    def loss_fn(m, batch: dict) -> torch.Tensor:
+        m = accelerator.unwrap_model(m)
+        context = m.decoder.prepare(m.memory(batch))
+        loss, stats = scst_loss(lambda tokens: m.decoder.logits(tokens, context), batch["text"], decode, reward,
+                                BOS, EOS, PAD, int(cfg.max_length), device=context.device)
+        rewards.append(stats)
+        return loss
+
+    result = train(accelerator, model, pairs, loss_fn, cfg.trainer, out, int(cfg.seed), collate_fn=collate)
+    model = accelerator.unwrap_model(model).eval()
+    if accelerator.is_main_process:
+        tuned = EncoderDecoderGenerator(model, vocab, generator.decoding)
+        tuned.save_pretrained(out / RUN_SUBDIR)
+        window = min(10, len(rewards))
+        greedy = [r["reward_greedy"] for r in rewards]
+        metrics = {"model_run": str(cfg.model_run), "reward": str(cfg.reward.name), "steps": result.step, **loss_summary(result.losses),
+                   "reward_greedy_first": float(np.mean(greedy[:window])) if greedy else None,
+                   "reward_greedy_last": float(np.mean(greedy[-window:])) if greedy else None}
+        heldout = table[(table["split"] == "validate") & table["view"].isin(list(cfg.views))]
+        if int(cfg.evaluation.max_reports) and len(heldout):
+            validate = report_pairs(table, sections, "validate", cfg.views, str(cfg.text), model.encoder.image_size, bool(cfg.data.skip_bad))
+            metrics.update(evaluate_heldout(tuned, validate, cfg.evaluation, out))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("metrics: %s", OmegaConf.create(metrics))
+    return out
