@@ -51,22 +51,23 @@ class RelationalMemory(nn.Module):
         eye = torch.eye(self.num_slots, self.d_model, device=device, dtype=dtype)
         return eye.expand(batch_size, -1, -1).clone()
 
-    def step(self, token: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """One update: token (B, d), memory (B, slots, d) → next memory (B, slots, d)."""
+    def step(self, token: torch.Tensor, memory: torch.Tensor, token_gates: torch.Tensor | None = None) -> torch.Tensor:
+        """One update: token (B, d), memory (B, slots, d) → next memory (B, slots, d); ``token_gates`` = W token, if precomputed."""
         keys = torch.cat([memory, token.unsqueeze(1)], dim=1)  # (B, slots + 1, d)
         attended = memory + self.attention(memory, keys, keys, need_weights=False)[0]
         candidate = attended + self.mlp(attended)
-        gates = self.input_gates(token).unsqueeze(1) + self.memory_gates(torch.tanh(memory))
-        input_gate, forget_gate = gates.chunk(2, dim=-1)
+        token_gates = self.input_gates(token) if token_gates is None else token_gates
+        input_gate, forget_gate = (token_gates.unsqueeze(1) + self.memory_gates(torch.tanh(memory))).chunk(2, dim=-1)
         return torch.sigmoid(input_gate) * torch.tanh(candidate) + torch.sigmoid(forget_gate) * memory
 
     def forward(self, tokens: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         """Memory after each token: tokens (B, T, d) → (B, T, slots, d); starts from ``memory`` or the identity."""
         if memory is None:
             memory = self.initial_memory(tokens.shape[0], tokens.device, tokens.dtype)
+        token_gates = self.input_gates(tokens)  # (B, T, 2d) in one product instead of one per step
         states = []
         for t in range(tokens.shape[1]):
-            memory = self.step(tokens[:, t], memory)
+            memory = self.step(tokens[:, t], memory, token_gates[:, t])
             states.append(memory)
         return torch.stack(states, dim=1)
 
