@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -158,7 +158,7 @@ def validate(model: nn.Module, dataset: Dataset, collate_fn, batch_size: int, de
     return {"validation_contrastive_loss": float(np.mean(losses))}
 
 
-def _targets(cfg: DictConfig, pairs: ImageReportDataset, table: pd.DataFrame, fine: FineLabels | None, clusters: bool) -> dict[str, torch.Tensor]:
+def _targets(pairs: ImageReportDataset, table: pd.DataFrame, fine: FineLabels | None, clusters: bool) -> dict[str, torch.Tensor]:
     from cxr_irgen.eval.labeler import label_reports
 
     extra: dict[str, torch.Tensor] = {}
@@ -197,7 +197,7 @@ def run(cfg: DictConfig) -> Path:
     else:
         model = ContrastiveClip(encoder, encoder_cfg.clip)
         collate_fn = _clip_collate
-    extra = _targets(cfg, pairs, table, fine, kind is ClusterClipEncoder)
+    extra = _targets(pairs, table, fine, kind is ClusterClipEncoder)
     if "cluster" in extra and accelerator.is_main_process:
         pd.DataFrame({"dicom_id": pairs.dicom_ids, "cluster": [CLUSTER_CLASSES[k] for k in extra["cluster"].tolist()]}).to_csv(out / CLUSTERS_FILE, index=False)
     result = train(accelerator, model, LabelledPairs(pairs, extra), lambda m, batch: m(batch), cfg.trainer, out, int(cfg.seed), collate_fn=collate_fn)
@@ -215,7 +215,7 @@ def run(cfg: DictConfig) -> Path:
         heldout = table[(table["split"] == "validate") & table["view"].isin(list(cfg.views))]
         if len(heldout):
             val = report_pairs(table, sections, "validate", cfg.views, text, encoder.image_size, bool(cfg.data.skip_bad))
-            metrics.update(validate(model, LabelledPairs(val, _targets(cfg, val, table, fine, kind is ClusterClipEncoder)), collate_fn, int(cfg.trainer.batch_size), accelerator.device))
+            metrics.update(validate(model, LabelledPairs(val, _targets(val, table, fine, kind is ClusterClipEncoder)), collate_fn, int(cfg.trainer.batch_size), accelerator.device))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log.info("metrics: %s", metrics)
     return out

@@ -122,15 +122,16 @@ def generator_kind(directory: str | Path) -> str:
         raise UserError(f"{path}: not a readable report-generator record ({err})") from None
 
 
+# modules that register report-generator kinds on import; a new kind adds its module here
+KIND_MODULES = ["cxr_irgen.report_models.language_adapter", "cxr_irgen.report_models.model", "cxr_irgen.report_models.repair"]
+
+
 def _import_kinds() -> None:
     """Import the modules that register kinds (each registers on import)."""
     import importlib
 
     for module in KIND_MODULES:
         importlib.import_module(module)
-
-
-KIND_MODULES = ["cxr_irgen.report_models.language_adapter", "cxr_irgen.report_models.model", "cxr_irgen.report_models.repair"]
 
 
 def load_report_generator(path: str | Path) -> ReportGenerator:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from cxr_irgen.data.datasets import ImageReportDataset, collate
 from cxr_irgen.errors import UserError
 from cxr_irgen.report_models.interface import RUN_SUBDIR
+from cxr_irgen.report_models.decoders import decoder_config
 from cxr_irgen.report_models.encoders import model_config
 from cxr_irgen.report_models.model import EncoderDecoderGenerator, ReportModel, build_report_model
 from cxr_irgen.report_models.vocabulary import VOCABULARY_FILE, Vocabulary
@@ -103,8 +104,9 @@ def load_vocabulary(out: Path, texts: list[str], vocab_cfg) -> Vocabulary:
 
 
 def config_args(node) -> dict:
-    """A config node of overrides as a plain dict ({} when empty or absent)."""
-    return OmegaConf.to_container(node, resolve=True) if node else {}
+    """A config node of overrides as a plain dict without its null entries ({} when empty or absent)."""
+    args = OmegaConf.to_container(node, resolve=True) if node else {}
+    return {k: v for k, v in args.items() if v is not None}
 
 
 def build_from_cfg(cfg: DictConfig, vocab: Vocabulary) -> ReportModel:
@@ -117,10 +119,11 @@ def run(cfg: DictConfig) -> Path:
     from cxr_irgen.data.adapters import load_sections, load_table
 
     out = run_dir(cfg)
+    image_size = int(model_config("encoder", str(cfg.encoder), config_args(cfg.get("encoder_args"))).image_size)
+    decoder_config(str(cfg.decoder))  # names checked before any data or model loads
     table = load_table(cfg.data)
     sections = load_sections(table, cfg.data)
     accelerator = make_accelerator(cfg.trainer, int(cfg.seed))
-    image_size = int(model_config("encoder", str(cfg.encoder), config_args(cfg.get("encoder_args"))).image_size)
     pairs = report_pairs(table, sections, "train", cfg.views, str(cfg.text), image_size, bool(cfg.data.skip_bad))
     vocab = load_vocabulary(out, pairs.texts, cfg.vocabulary)
     model = build_from_cfg(cfg, vocab)
