@@ -62,7 +62,7 @@ def test_report_model_beats_the_most_frequent_and_the_shuffled_reports(phantoms,
 
     data = [f"data.root={phantoms}", *COMMON]
     run_command("train-label-encoder", [*data, f"encoder={encoder}", "trainer.max_steps=300", "trainer.lr=2e-3", f"hydra.run.dir={tmp_path / 'labels'}"])
-    run_command("train-report-model", [*data, f"encoder={encoder}", f"+encoder_args.checkpoint={tmp_path / 'labels'}", "+encoder_args.frozen=true",
+    run_command("train-report-model", [*data, f"encoder={encoder}", f"encoder_args.checkpoint={tmp_path / 'labels'}", "+encoder_args.frozen=true",
                                        f"decoder={decoder}", "trainer.max_steps=300", "trainer.lr=1e-3", "evaluation.max_reports=0",
                                        f"hydra.run.dir={tmp_path / 'model'}"])
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
