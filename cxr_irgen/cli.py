@@ -46,6 +46,10 @@ COMMANDS = {
         Command("check-weights", "check_weights", "cxr_irgen.weights:run", "Check a weights folder (weights.root=DIR from scripts/fetch_weights.py): manifest, configs, ready recipes"),
         Command("train-report-encoder", "train_report_encoder", "cxr_irgen.report_models.encoder_train:run", "Pre-train a frozen encoder of the report study: FVE classifiers, CVE CLIP or CCVE cluster CLIP", reads_data=True),
         Command("train-report-model", "train_report_model", "cxr_irgen.report_models.train:run", "Train an image encoder x report decoder (DVE/FVE/CVE/CCVE x Transformer/M2/CNN-RNN-RNN)", reads_data=True),
+        Command("train-repair", "train_repair", "cxr_irgen.report_models.repair:run", "CXR-RePaiR: fine-tune CLIP on image-impression pairs and index the corpus for retrieval", reads_data=True),
+        Command("train-label-encoder", "train_label_encoder", "cxr_irgen.report_models.m2trans:run", "Pre-train an image encoder on 14 CheXpert labels x 3 classes (M2Trans's DenseNet-121)", reads_data=True),
+        Command("train-report-scst", "train_report_scst", "cxr_irgen.report_models.scst:run", "Self-critical fine-tuning of a report model with a labeler-F1 or BERTScore reward", reads_data=True),
+        Command("compare-reports", "compare_reports", "cxr_irgen.eval.compare_reports:run", "One table (paper Tab. 3/4) of report generators on the same test images"),
     )
 }
 

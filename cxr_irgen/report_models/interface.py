@@ -127,7 +127,7 @@ def generator_kind(directory: str | Path) -> str:
 
 
 # modules that register report-generator kinds on import; a new kind adds its module here
-KIND_MODULES = ["cxr_irgen.report_models.language_adapter", "cxr_irgen.report_models.model"]
+KIND_MODULES = ["cxr_irgen.report_models.language_adapter", "cxr_irgen.report_models.model", "cxr_irgen.report_models.repair"]
 
 
 def _import_kinds() -> None:
