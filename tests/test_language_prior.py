@@ -69,7 +69,7 @@ def test_loss_definitions():
     assert torch.isclose(prior_loss(p, t, "mse"), mse)
     assert torch.isclose(prior_loss(p, t, "cos"), cos)
     assert torch.isclose(prior_loss(p, t, "mse+cos", cos_weight=0.01), mse + 0.01 * cos)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="prior.loss='l1': use one of mse\\+cos, mse, cos"):
         prior_loss(p, t, "l1")
 
 
@@ -83,7 +83,7 @@ def test_pretrained_vit_is_really_loaded(tmp_path):
     assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
     assert torch.equal(prior.norm.weight, vit.layernorm.weight) and torch.equal(prior.cls_token, vit.embeddings.cls_token)
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=50)).save_pretrained(tmp_path / "bert")
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="ViT weights missing from the checkpoint .*not a ViTModel checkpoint"):
         tiny_prior("image", pretrained=str(tmp_path / "bert"))
     with pytest.raises(UserError, match="place"):
         tiny_prior("image", pretrained=str(tmp_path / "missing"))
@@ -218,7 +218,8 @@ def test_stage1_resume_equals_uninterrupted(phantom_root, tmp_path):
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
-def test_prior_without_autoencoder_is_one_line_error(phantom_root, tmp_path):
+def test_prior_without_autoencoder_is_one_line_error(phantom_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        run_command("train-language", ["stage=prior", f"data.root={phantom_root}", f"hydra.run.dir={tmp_path}"])
-    assert stop.value.code == 2
+        run_command("train-language", ["stage=prior", f"data.root={phantom_root}", f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "stage=prior needs autoencoder=RUN_DIR" in err[0]
