@@ -101,21 +101,14 @@ def test_generated_sources_and_errors(tmp_path):
         load_generated(None, None)
 
 
-def test_shard_map_splits_by_rank_and_gathers_in_order(monkeypatch):
-    """Two simulated ranks: each computes only its items; the gathered result is complete and ordered."""
-    import accelerate.utils
+def test_shard_map_splits_by_rank_and_gathers_in_order(tmp_path):
+    """Two real gloo processes: each computes only its items (every second one from its rank); every rank gets the
+    complete result in item order (control: which rank computed each item, recorded by the item itself)."""
+    from two_process_worker import launch
 
-    from cxr_irgen.eval.evaluate import run_shard, shard_map
-
-    class Rank:
-        def __init__(self, index):
-            self.process_index, self.num_processes, self.is_main_process = index, 2, index == 0
-
-    seen = {0: [], 1: []}
-    parts = [run_shard(lambda idx, r=r: seen[r].extend(idx) or [i * 10 for i in idx], 7, 2, "t", Rank(r)) for r in (0, 1)]
-    assert seen == {0: [0, 2, 4, 6], 1: [1, 3, 5]}
-    monkeypatch.setattr(accelerate.utils, "gather_object", lambda obj: [obj[0], parts[1]])
-    assert shard_map(lambda idx: [i * 10 for i in idx], 7, 2, "t", Rank(0)) == [0, 10, 20, 30, 40, 50, 60]
+    ranks = launch("shard_map", tmp_path)
+    assert [rank["seen"] for rank in ranks] == [[0, 2, 4, 6], [1, 3, 5]]
+    assert ranks[0]["gathered"] == ranks[1]["gathered"] == [[i, i % 2] for i in range(7)]
 
 
 def test_reports_of_real_test_images_are_scored_against_their_findings(phantoms, tmp_path):

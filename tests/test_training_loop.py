@@ -4,11 +4,13 @@ Failure paths: a crash while a checkpoint is written (a leftover ``step-N.partia
 without ``state.json``) is ignored by ``resume=latest``; pruning keeps the newest ``keep``;
 ``resume=<run dir | checkpoint dir>``; a checkpoint of another model is a one-line error that
 names the key; a NaN/inf loss stops the run; a run killed mid-way and resumed with warmup, a
-cosine schedule, EMA, dropout and ``grad_accum=2`` ends bit-exact equal to an uninterrupted one.
+cosine schedule, EMA, dropout and ``grad_accum=2`` ends bit-exact equal to an uninterrupted one, on one process and
+on two (gloo), where the ranks must also end equal and a NaN on one rank must stop both.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import TensorDataset
+from two_process_worker import launch
 
 from cxr_irgen.errors import UserError
 from cxr_irgen.utils.checkpoint import checkpoint_path, list_checkpoints, resolve_resume
@@ -143,3 +146,22 @@ def test_non_finite_loss_stops_the_run_and_names_the_last_checkpoint(tmp_path, b
     with pytest.raises(UserError, match=rf"loss became {bad} at step 2; .*Last good checkpoint: .*step-0000002") as err:
         run(tmp_path, loss_fn=breaks_at_third_batch)
     assert "\n" not in str(err.value) and len(calls) == 3 and steps(tmp_path) == [2]
+
+
+def test_two_processes_synchronise_and_resume_like_one_uninterrupted_run(tmp_path):
+    """Two gloo processes: both ranks end with the same weights (ranks that never synchronised would not: each sees its own
+    half of the data), a run resumed from the step-2 checkpoint equals the uninterrupted one, and the losses are finite."""
+    ranks = launch("train", tmp_path)
+    assert ranks[0]["straight"] == ranks[1]["straight"] and ranks[0]["losses"] == ranks[1]["losses"]
+    assert ranks[0]["resumed"] == ranks[0]["straight"] and ranks[1]["resumed"] == ranks[1]["straight"]
+    assert len(ranks[0]["losses"]) == 4 and all(math.isfinite(v) for v in ranks[0]["losses"])
+    assert ranks[0]["resumed_losses"] == ranks[0]["losses"][2:]
+    assert (checkpoint_path(tmp_path / "straight", 4) / "rng-rank1.pt").exists()
+
+
+def test_non_finite_loss_on_one_process_stops_every_process(tmp_path):
+    """Rank 1 alone sees NaN: both ranks must stop with the message (a rank-local check leaves rank 0 waiting in the
+    gradient all-reduce until the launcher is killed)."""
+    ranks = launch("nan", tmp_path, timeout=120)
+    for rank in ranks:
+        assert rank["error"] and "loss became nan at step 2" in rank["error"], rank
