@@ -41,7 +41,7 @@ def _main(mode: str, out: Path) -> None:
         from cxr_irgen.eval.evaluate import shard_map
 
         seen: list[int] = []
-        gathered = shard_map(lambda idx: seen.extend(idx) or [[i, rank] for i in idx], 7, 2, "t", PartialState())
+        gathered = shard_map(lambda idx: seen.extend(idx) or [[i, rank] for i in idx], 7, 2, "t", PartialState(cpu=True))
         write({"seen": seen, "gathered": gathered})
         return
     from test_training_loop import SCHEDULE, mse, run
