@@ -40,9 +40,12 @@ def _main(mode: str, out: Path) -> None:
 
         from cxr_irgen.eval.evaluate import shard_map
 
+        state = PartialState(cpu=True)  # PartialState() alone ignores ACCELERATE_USE_CPU and runs one process per rank
         seen: list[int] = []
-        gathered = shard_map(lambda idx: seen.extend(idx) or [[i, rank] for i in idx], 7, 2, "t", PartialState(cpu=True))
+        gathered = shard_map(lambda idx: seen.extend(idx) or [[i, rank] for i in idx], 7, 2, "t", state)
         write({"seen": seen, "gathered": gathered})
+        state.wait_for_everyone()
+        state.destroy_process_group()  # gloo aborts at exit when its group is left open
         return
     from test_training_loop import SCHEDULE, mse, run
 
