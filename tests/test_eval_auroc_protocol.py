@@ -19,14 +19,25 @@ def _labels(n: int = 300, seed: int = 0) -> np.ndarray:
     """(n, 14): each observation 1.0 / 0.0 / -1.0 / blank; No Finding 1.0 for a third of the rows."""
     rng = np.random.default_rng(seed)
     labels = rng.choice(np.array([1.0, 0.0, -1.0, np.nan], dtype=np.float32), size=(n, len(CHEXPERT_LABELS)), p=[0.2, 0.3, 0.2, 0.3])
-    labels[:, LABEL_INDEX["No Finding"]] = np.where(rng.random(n) < 1 / 3, 1.0, np.nan)
+    no_finding = rng.random(n) < 1 / 3
+    labels[:, LABEL_INDEX["No Finding"]] = np.where(no_finding, 1.0, np.nan)
+    consistent = no_finding & (np.arange(n) % 7 != 0)  # every 7th No Finding row keeps its findings: a contradictory label
+    findings = [LABEL_INDEX[name] for name in CHEXPERT_LABELS if name not in ("No Finding", "Support Devices")]
+    labels[np.ix_(consistent, findings)] = np.where(labels[np.ix_(consistent, findings)] == 1.0, 0.0, labels[np.ix_(consistent, findings)])
     return labels
+
+
+def _no_finding(labels: np.ndarray) -> np.ndarray:
+    """No Finding rows without a positive finding (Support Devices may be positive)."""
+    findings = [LABEL_INDEX[name] for name in CHEXPERT_LABELS if name not in ("No Finding", "Support Devices")]
+    return np.flatnonzero((labels[:, LABEL_INDEX["No Finding"]] == 1.0) & ~(labels[:, findings] == 1.0).any(axis=1))
 
 
 def test_groups_are_exactly_the_positives_and_no_finding_rows():
     labels = _labels()
     groups = protocol_groups(labels, PAPER_PATHOLOGIES, n=10_000, seed=0)
-    no_finding = np.flatnonzero(labels[:, LABEL_INDEX["No Finding"]] == 1.0)
+    no_finding = _no_finding(labels)
+    assert 0 < len(no_finding) < (labels[:, LABEL_INDEX["No Finding"]] == 1.0).sum()
     assert list(groups) == list(PAPER_PATHOLOGIES)
     for pathology, canonical in zip(PAPER_PATHOLOGIES, ("Atelectasis", "Cardiomegaly", "Lung Opacity", "Pleural Effusion", "Pneumonia")):
         positive, negative = groups[pathology]
@@ -36,7 +47,7 @@ def test_groups_are_exactly_the_positives_and_no_finding_rows():
 
 
 def test_cap_and_seed():
-    labels = _labels()
+    labels = _labels(600)
     capped = protocol_groups(labels, ["Cardiomegaly", "Effusion"], n=20, seed=3)
     full = protocol_groups(labels, ["Cardiomegaly", "Effusion"], n=10_000, seed=3)
     for pathology in capped:
@@ -49,7 +60,7 @@ def test_cap_and_seed():
 
 
 def test_auroc_matches_sklearn_on_the_raw_scores():
-    labels = _labels()
+    labels = np.concatenate([_labels(), _labels(300, seed=5)])
     rng = np.random.default_rng(1)
     # Scores: the classifier's outputs in its own column order (torchxrayvision names), informative but noisy.
     scores = {}

@@ -27,7 +27,7 @@ def _metrics() -> dict:
         "diversity": {"ms_ssim_within_label": next(values), "scales": 3},
         "auroc": {"classifier": "xrv", "n": 500, "generated": {"per_pathology": per(), "mean": next(values)}, "real": {"per_pathology": per(), "mean": next(values)}},
         "text": {**{f"bleu{k}": next(values) for k in range(1, 5)}, "rougeL_coco": next(values), "rougeL_f_stem": next(values), "cider_d": next(values),
-                 "meteor": None, "reference_section": "findings", "n_reports": 12, "tokenizer": "coco"},
+                 "meteor": next(values), "reference_section": "findings", "n_reports": 12, "tokenizer": "coco"},
         "chexpert_f1": {"labeler": "rules", "n_bootstrap": 50, **f1_block()},
         "guards": {"distinct_share": next(values), "copy_share": next(values), "copy_threshold": "edit similarity >= 0.95"},
         "report_label_agreement": f1_block(),
@@ -46,9 +46,9 @@ def test_table_cells_are_the_metrics_values(tmp_path):
     gen, real, text, f1, guards = (metrics[k] for k in ("auroc", "auroc", "text", "chexpert_f1", "guards"))
     expected = {
         1: [["my-model", 43.4012, 17.25, metrics["psnr_ssim"]["ssim"], metrics["diversity"]["ms_ssim_within_label"]]],
-        2: [["my-model", *[gen["generated"]["per_pathology"][p]["auroc"] for p in PATHOLOGIES], gen["generated"]["mean"]],
-            ["real test images", *[real["real"]["per_pathology"][p]["auroc"] for p in PATHOLOGIES], real["real"]["mean"]]],
-        3: [["my-model", *[text[f"bleu{k}"] for k in range(1, 5)], text["rougeL_coco"], text["rougeL_f_stem"], text["cider_d"], None,
+        2: [["my-model", *[f"{gen['generated']['per_pathology'][p]['auroc']:.4f} (5+/5−)" for p in PATHOLOGIES], gen["generated"]["mean"]],
+            ["real test images", *[f"{real['real']['per_pathology'][p]['auroc']:.4f} (5+/5−)" for p in PATHOLOGIES], real["real"]["mean"]]],
+        3: [["my-model", *[text[f"bleu{k}"] for k in range(1, 5)], text["rougeL_coco"], text["rougeL_f_stem"], text["cider_d"], text["meteor"],
              f1["positive_only"]["micro_14"]["value"], f1["uncertain_as_positive"]["micro_14"]["value"], f1["positive_only"]["macro_top5"]["value"]]],
         5: [["my-model", guards["distinct_share"], guards["copy_share"], metrics["report_label_agreement"]["positive_only"]["micro_14"]["value"],
              metrics["report_label_agreement"]["uncertain_as_positive"]["micro_14"]["value"]]],
