@@ -108,8 +108,9 @@ def test_missing_or_empty_csv(tmp_path):
     with pytest.raises(UserError, match="has no rows"):
         load_csv_table(_write(tmp_path, "filename\n"))
     (tmp_path / "bin.csv").write_bytes(b"\x00\xff\xfe garbage \x00\n\x01")
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=r"cannot read CSV .*bin\.csv: 'utf-8' codec can't decode") as err:
         load_csv_table(tmp_path / "bin.csv")
+    assert "\n" not in str(err.value)
 
 
 def test_unknown_data_name():

@@ -36,6 +36,48 @@ def test_real_sample_formats(shared_data, name, shape):
     _check(read_image(path, size=64), (1, 64, 64))
 
 
+COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [200, 120, 40]], dtype=np.uint8)
+LUMA = COLOURS.astype(np.float64) @ [0.299, 0.587, 0.114] / 255  # ITU-R 601-2, computed by hand: red 0.299, green 0.587, blue 0.114
+
+
+def _colour_blocks(block: int = 16) -> np.ndarray:
+    """(block, 4·block, 3): one uniform block per colour of ``COLOURS``."""
+    return np.repeat(np.repeat(COLOURS[None], block, axis=0), block, axis=1)
+
+
+@pytest.mark.parametrize("name, mode, tolerance", [("rgb.png", "RGB", 0.6 / 255), ("rgba.png", "RGBA", 0.6 / 255), ("rgb.jpg", "RGB", 4 / 255)])
+def test_colour_images_become_luminance(tmp_path, name, mode, tolerance):
+    """Without ../shared: colour PNG/JPEG decode to 0.299 R + 0.587 G + 0.114 B (PIL rounds to 8 bits; JPEG is lossy)."""
+    from PIL import Image
+
+    pixels = _colour_blocks()
+    image = Image.fromarray(pixels, "RGB")
+    if mode == "RGBA":
+        image.putalpha(128)  # alpha is dropped, not blended
+    image.save(tmp_path / name, **({"quality": 100, "subsampling": 0} if name.endswith(".jpg") else {}))
+    gray = read_image(tmp_path / name)
+    assert gray.shape == (1, 16, 64)
+    centres = gray[0, 8, 8::16].double().numpy()
+    assert np.allclose(centres, LUMA, atol=tolerance), (centres, LUMA)
+
+
+def test_rgb_dicom_becomes_luminance(tmp_path):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    pixels = _colour_blocks(4)
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(tmp_path / "rgb.dcm", enforce_file_format=True)
+    gray = read_image(tmp_path / "rgb.dcm")
+    assert gray.shape == (1, 4, 16) and np.allclose(gray[0, 2, 2::4].double().numpy(), LUMA, atol=1e-6)
+
+
 def test_8bit_png_values_are_exact(tmp_path):
     pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
     Image.fromarray(pixels).save(tmp_path / "a.png")

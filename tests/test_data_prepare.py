@@ -38,10 +38,14 @@ def test_phantoms_read_like_mimic(phantom_root, tmp_path):
     assert counts["language_stage2_train"] > 0 and counts["language_test_findings"] > 0
 
 
-def test_csv_and_iu(shared_data, tmp_path):
+def test_csv_adapter_on_real_images(shared_data, tmp_path):
     covid = shared_data / "covid-cxr"
     counts = prepare(tmp_path, "csv", "data=csv", f"data.csv={covid / 'metadata.csv'}", f"data.image_root={covid / 'images'}")
     assert counts["images"] == 609 and counts["vision_train_pa"] == 305
+
+
+def test_iu_xray_adapter(tmp_path):
+    """IU X-ray ships inside torchxrayvision: runs without ../shared."""
     assert prepare(tmp_path, "iu", "data=iu_xray")["language_test_findings_or_impression"] > 2000
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -48,15 +49,26 @@ def test_demo_writes_every_stage(demo_run):
     for stage in ("01-phantoms", "02-vision", "03-language-autoencoder", "04-language-prior", "05-classifier", "06-generate", "07-evaluate", "08-reports", "09-evaluate-reports"):
         assert (demo_run / stage).is_dir(), stage
     metrics = json.loads((demo_run / "07-evaluate" / "metrics.json").read_text())
-    assert metrics
+    assert metrics["fid"]["n_generated"] == 6 and math.isfinite(metrics["fid"]["value"]) and metrics["fid"]["value"] >= 0
+    assert 0 < metrics["guards"]["distinct_share"] <= 1
+    assert _csv_row(demo_run / "07-evaluate" / "table1.csv")[1] == str(metrics["fid"]["value"])  # the table shows metrics.json
     rows = [json.loads(line) for line in (demo_run / "06-generate" / "pairs.jsonl").read_text().splitlines()]
     assert len(rows) == 6
-    assert all(row["report"] and row["prompt"].startswith("A chest X-Ray image") for row in rows)
+    assert all(len(re.findall(r"[a-z]{2,}", row["report"].lower())) >= 2 and row["prompt"].startswith("A chest X-Ray image") for row in rows)  # words, not "...."
     report_rows = [json.loads(line) for line in (demo_run / "08-reports" / "pairs.jsonl").read_text().splitlines()]
     assert len(report_rows) == 5 and all(Path(row["image"]).is_file() for row in report_rows)
     assert all(row["decoding"]["no_repeat_ngram_size"] == 0 and row["decoding"]["num_beams"] >= 1 for row in rows + report_rows)  # full decoding config per sidecar
     text = json.loads((demo_run / "09-evaluate-reports" / "metrics.json").read_text())["text"]
-    assert text["n_reports"] >= 1 and 0.0 <= text["bleu4"] <= 1.0
+    assert text["n_reports"] == 5 and 0.0 <= text["bleu4"] <= text["bleu1"] <= 1.0 and text["bleu1"] > 0  # some words of the references
+    assert _csv_row(demo_run / "09-evaluate-reports" / "table3.csv")[1:5] == [str(text[f"bleu{k}"]) for k in range(1, 5)]
+
+
+def _csv_row(path: Path) -> list[str]:
+    """The first data row of a table CSV."""
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.reader(fh))[1]
 
 
 @pytest.mark.slow

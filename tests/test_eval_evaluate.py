@@ -78,11 +78,14 @@ def test_evaluate_scores_real_phantoms_better_than_noise(phantoms, classifier_ru
     assert real["fid"]["n_generated"] == n and "features2" in real["fid"]["feature_extractor"]
     assert real["fid"]["value"] < noise["fid"]["value"] / 3
     assert real["auroc"]["generated"]["mean"] >= 0.85 and real["auroc"]["real"]["mean"] >= 0.9
-    assert noise["auroc"]["generated"]["mean"] is None or noise["auroc"]["generated"]["mean"] < real["auroc"]["generated"]["mean"]
+    assert noise["auroc"]["generated"]["mean"] is not None and noise["auroc"]["generated"]["mean"] < real["auroc"]["generated"]["mean"] - 0.1
     assert real["text"]["n_reports"] == 2 and 0 < real["text"]["bleu1"] < 1 and "chexpert_f1" in real and real["guards"]["distinct_share"] == 1.0
     tables = (tmp_path / "ev_real" / "tables.md").read_text()
     assert "Table 1" in tables and "features2" in tables and "Table 2" in tables and "real test images" in tables
-    assert pd.read_csv(tmp_path / "ev_real" / "table3.csv").shape == (1, 12)
+    table1, table2, table3 = (pd.read_csv(tmp_path / "ev_real" / f"table{k}.csv") for k in (1, 2, 3))
+    assert table1.iloc[0, 1] == pytest.approx(real["fid"]["value"]) and table2.iloc[0, -1] == pytest.approx(real["auroc"]["generated"]["mean"])
+    assert table2.iloc[1, -1] == pytest.approx(real["auroc"]["real"]["mean"])
+    assert list(table3.iloc[0, 1:5]) == pytest.approx([real["text"][f"bleu{k}"] for k in range(1, 5)])
 
 
 def test_generated_sources_and_errors(tmp_path):
@@ -101,21 +104,14 @@ def test_generated_sources_and_errors(tmp_path):
         load_generated(None, None)
 
 
-def test_shard_map_splits_by_rank_and_gathers_in_order(monkeypatch):
-    """Two simulated ranks: each computes only its items; the gathered result is complete and ordered."""
-    import accelerate.utils
+def test_shard_map_splits_by_rank_and_gathers_in_order(tmp_path):
+    """Two real gloo processes: each computes only its items (every second one from its rank); every rank gets the
+    complete result in item order (control: which rank computed each item, recorded by the item itself)."""
+    from two_process_worker import launch
 
-    from cxr_irgen.eval.evaluate import run_shard, shard_map
-
-    class Rank:
-        def __init__(self, index):
-            self.process_index, self.num_processes, self.is_main_process = index, 2, index == 0
-
-    seen = {0: [], 1: []}
-    parts = [run_shard(lambda idx, r=r: seen[r].extend(idx) or [i * 10 for i in idx], 7, 2, "t", Rank(r)) for r in (0, 1)]
-    assert seen == {0: [0, 2, 4, 6], 1: [1, 3, 5]}
-    monkeypatch.setattr(accelerate.utils, "gather_object", lambda obj: [obj[0], parts[1]])
-    assert shard_map(lambda idx: [i * 10 for i in idx], 7, 2, "t", Rank(0)) == [0, 10, 20, 30, 40, 50, 60]
+    ranks = launch("shard_map", tmp_path)
+    assert [rank["seen"] for rank in ranks] == [[0, 2, 4, 6], [1, 3, 5]]
+    assert ranks[0]["gathered"] == ranks[1]["gathered"] == [[i, i % 2] for i in range(7)]
 
 
 def test_reports_of_real_test_images_are_scored_against_their_findings(phantoms, tmp_path):

@@ -100,15 +100,24 @@ def test_ms_ssim_agrees_with_torchmetrics_on_large_images():
 
 
 def test_pairing_by_label_is_seeded_and_exact():
+    """Every pair shares its label key (a cross-label pair fails), the real partner is drawn among all candidates with the
+    seed (not always the first), and unmatched generated images are left out."""
     gen = ["a", "b", "c", "a"]
     real = ["a", "a", "b", "x"]
     pairs = pair_by_label(gen, real, seed=0)
     assert pairs == pair_by_label(gen, real, seed=0)
     assert [g for g, _ in pairs] == [0, 1, 3] and all(gen[g] == real[r] for g, r in pairs)
-    assert within_label_pairs(["a", "a", "a", "b"], 2, seed=0) and all(
-        i < j for i, j in within_label_pairs(["a", "a", "a", "b"], 2, seed=0)
-    )
+    many = ["a", "b"] * 50
+    draws = pair_by_label(many, real, seed=1)
+    assert len(draws) == 100 and all(many[g] == real[r] for g, r in draws)
+    assert {r for g, r in draws if many[g] == "a"} == {0, 1} and draws != pair_by_label(many, real, seed=2)
+
+    keys = ["a", "a", "a", "b", "b", "c"]
+    within = within_label_pairs(keys, 2, seed=0)
+    assert within == within_label_pairs(keys, 2, seed=0) and all(i < j and keys[i] == keys[j] for i, j in within)
+    assert sorted(within) == sorted(set(within)) and sum(keys[i] == "a" for i, _ in within) == 2 and (3, 4) in within
     assert len(within_label_pairs(["a"] * 10, 5, seed=0)) == 5
+    assert {p for s in range(40) for p in within_label_pairs(keys, 1, seed=s) if keys[p[0]] == "a"} == {(0, 1), (0, 2), (1, 2)}
 
 
 def test_xrv_preprocessing_matches_torchxrayvision_normalisation():

@@ -152,7 +152,8 @@ def test_chexbert_backend_maps_classes_to_labels(tmp_path, force_class, value):
 def test_chexbert_missing_checkpoint_is_one_line(tmp_path, capsys):
     source = tmp_path / "in.csv"
     pd.DataFrame({"report": ["x"]}).to_csv(source, index=False)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         run_command("label-reports", [f"input={source}", "labeler.name=chexbert", f"labeler.checkpoint={tmp_path / 'nope.pth'}", f"labeler.bert_dir={tmp_path}", "hydra.run.dir=" + str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "nope.pth" in err[0] and "chexbert.pth" in err[0]
+    assert stop.value.code == 2 and len(err) == 1 and "nope.pth" in err[0] and "chexbert.pth" in err[0]
+    assert not (tmp_path / "run" / "labels.csv").exists()

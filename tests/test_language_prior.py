@@ -4,8 +4,12 @@ train-language on phantoms (loss drops, resume equals uninterrupted), generation
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -18,6 +22,7 @@ from cxr_irgen.language.prior import PRIOR_INPUTS, PRIOR_LOSSES, PriorViT, prior
 from cxr_irgen.language.representation import build_image_representation
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "language"
+TEXT = "impression"
 SHAPES = {"clip": (32,), "latent": (4, 8, 8), "image": (1, 16, 16)}
 TINY_BART = ["language/model=bart-tiny", "model.vocab_size=400", "model.config.d_model=32", "model.config.encoder_layers=1",
              "model.config.decoder_layers=1", "model.config.encoder_ffn_dim=64", "model.config.decoder_ffn_dim=64"]
@@ -64,7 +69,7 @@ def test_loss_definitions():
     assert torch.isclose(prior_loss(p, t, "mse"), mse)
     assert torch.isclose(prior_loss(p, t, "cos"), cos)
     assert torch.isclose(prior_loss(p, t, "mse+cos", cos_weight=0.01), mse + 0.01 * cos)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="prior.loss='l1': use one of mse\\+cos, mse, cos"):
         prior_loss(p, t, "l1")
 
 
@@ -78,7 +83,7 @@ def test_pretrained_vit_is_really_loaded(tmp_path):
     assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
     assert torch.equal(prior.norm.weight, vit.layernorm.weight) and torch.equal(prior.cls_token, vit.embeddings.cls_token)
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=50)).save_pretrained(tmp_path / "bert")
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="ViT weights missing from the checkpoint .*not a ViTModel checkpoint"):
         tiny_prior("image", pretrained=str(tmp_path / "bert"))
     with pytest.raises(UserError, match="place"):
         tiny_prior("image", pretrained=str(tmp_path / "missing"))
@@ -94,48 +99,93 @@ def test_prior_save_load_roundtrip(tmp_path):
 
 @pytest.fixture(scope="module")
 def stage1_run(phantom_root, tmp_path_factory) -> Path:
+    """150 steps on the impressions of the 240-phantom tree. Word dropout 0.3 and no dropout keep the tiny decoder reading the
+    bottleneck: with the paper's setting (none) and 20 steps every reconstruction was "...." (BLEU 0, targets' cosine 0.995)."""
     out = tmp_path_factory.mktemp("stage1")
     run_command("train-language", [
-        "stage=autoencoder", f"data.root={phantom_root}", *TINY_BART, "trainer=cpu-tiny", "trainer.max_steps=20",
-        "trainer.batch_size=8", "evaluation.max_reports=4", "evaluation.max_length=16", f"hydra.run.dir={out}",
+        "stage=autoencoder", f"data.root={phantom_root}", f"text={TEXT}", *TINY_BART, "model.word_dropout=0.3", "model.config.dropout=0.0",
+        "trainer=cpu-tiny", "trainer.max_steps=150", "trainer.batch_size=16", "trainer.lr=3e-3",
+        "evaluation.max_reports=16", "evaluation.max_length=48", f"hydra.run.dir={out}",
     ])
     return out
 
 
 def _prior_args(phantom_root, stage1_run, out, steps, resume=False):
     return [
-        "stage=prior", f"autoencoder={stage1_run}", f"data.root={phantom_root}", "data.image_size=64", *TINY_BART, "language/prior=vit-tiny",
+        "stage=prior", f"autoencoder={stage1_run}", f"data.root={phantom_root}", f"text={TEXT}", "data.image_size=64", *TINY_BART, "language/prior=vit-tiny",
         "trainer=cpu-tiny", f"trainer.max_steps={steps}", "trainer.batch_size=16", "trainer.checkpoint_every=20", "trainer.lr=3e-3",
-        "evaluation.max_reports=4", "evaluation.max_length=16", *(["trainer.resume=latest"] if resume else []), f"hydra.run.dir={out}",
+        "evaluation.max_reports=16", "evaluation.max_length=48", *(["trainer.resume=latest"] if resume else []), f"hydra.run.dir={out}",
     ]
 
 
-def test_stage1_run_writes_a_loadable_autoencoder(stage1_run):
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]{2,}", text.lower())
+
+
+def _train_texts(phantom_root) -> list[str]:
+    from cxr_irgen.data.mimic import load_index
+    from cxr_irgen.data.sections import load_report_sections
+    from cxr_irgen.data.selections import language_stage1
+
+    table = load_index(phantom_root)
+    return language_stage1(table, load_report_sections(table), TEXT)["text"].tolist()
+
+
+def test_stage1_run_writes_a_loadable_autoencoder(stage1_run, phantom_root):
+    """Controls: the most frequent training report written for every held-out report (BLEU-4), and the unigram entropy of the
+    training tokens (the loss of a decoder that reads neither the bottleneck nor the context). Measured: BLEU-4 0.028 vs 0.0;
+    last training loss 2.63 nats vs unigram entropy 4.52; 11 distinct reconstructions of 14."""
     from cxr_irgen.language.autoencoder import ReportAutoencoder
+    from cxr_irgen.language.train import bleu4
 
     metrics = json.loads((stage1_run / "metrics.json").read_text())
-    assert metrics["train_loss_last"] < metrics["train_loss_first"]
-    assert metrics["heldout_reports"] == 4 and (stage1_run / "reconstructions.csv").exists()
-    assert metrics["decoding"]["max_new_tokens"] == 16 and metrics["decoding"]["no_repeat_ngram_size"] == 0  # the full decoding config is recorded
+    pairs = pd.read_csv(stage1_run / "reconstructions.csv").fillna("")
+    assert metrics["heldout_reports"] == len(pairs) >= 12  # the validate split's impressions, at most 16
+    assert metrics["decoding"]["max_new_tokens"] == 48 and metrics["decoding"]["no_repeat_ngram_size"] == 0  # the full decoding config is recorded
     assert metrics["token_lengths"]["n"] == metrics["train_reports"] and metrics["token_lengths"]["max_length"] == 128
-    assert ReportAutoencoder.from_pretrained(stage1_run).embedding_dim == 32
+    train_texts = _train_texts(phantom_root)
+    most_frequent = Counter(train_texts).most_common(1)[0][0]
+    control_bleu = bleu4([most_frequent] * len(pairs), pairs["reference"].tolist())
+    assert metrics["reconstruction_bleu4"] > max(0.01, control_bleu), (metrics, control_bleu)
+    assert pairs["reconstruction"].nunique() >= len(pairs) // 2 and all(len(_words(r)) >= 3 for r in pairs["reconstruction"])
+
+    autoencoder = ReportAutoencoder.from_pretrained(stage1_run)
+    counts = Counter(token for text in train_texts for token in autoencoder.tokenizer(text)["input_ids"])
+    frequencies = np.array(list(counts.values()), dtype=np.float64) / sum(counts.values())
+    unigram_entropy = float(-(frequencies * np.log(frequencies)).sum())
+    assert metrics["train_loss_last"] < 0.8 * unigram_entropy, (metrics, unigram_entropy)
+    assert autoencoder.embedding_dim == 32
 
 
 def test_prior_loss_drops_and_generator_loads(phantom_root, stage1_run, tmp_path):
+    """Control: the mean training target embedding predicted for every image (the issue measured a collapsed fixture where
+    it scored 0.0037 against the prior's 0.0042). Measured here: prior 0.117 vs control 0.122 on the training pairs."""
+    from cxr_irgen.data.imageio import read_image
+    from cxr_irgen.data.mimic import load_index
     from cxr_irgen.language.generate import ReportGenerator, generate_reports_for_folder
 
     out = tmp_path / "prior"
-    run_command("train-language", _prior_args(phantom_root, stage1_run, out, 60))
+    run_command("train-language", _prior_args(phantom_root, stage1_run, out, 200))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["train_loss_last"] < 0.5 * metrics["train_loss_first"], metrics
-    assert metrics["heldout_pairs"] == 4 and (out / "reports.csv").exists()
+    assert metrics["train_loss_last"] < 0.6 * metrics["train_loss_first"], metrics
+    assert metrics["heldout_pairs"] >= 12 and (out / "reports.csv").exists()
 
     generator = ReportGenerator.from_run_dir(out)
     assert not generator.prior.training and not any(p.requires_grad for p in generator.autoencoder.parameters())
-    images = torch.rand(3, 1, 48, 48)
-    reports = generator(images, batch_size=2, max_length=12)
-    assert len(reports) == 3 and all(isinstance(r, str) for r in reports)
-    assert generator(images, batch_size=3, max_length=12) == reports  # batching does not change greedy reports
+    features = load_file(str(out / "features.safetensors"))
+    targets = features["targets"]
+    with torch.no_grad():
+        trained = prior_loss(generator.prior(features["inputs"]), targets, "mse+cos").item()
+    control = prior_loss(targets.mean(0, keepdim=True).expand_as(targets), targets, "mse+cos").item()
+    assert trained < 0.98 * control, (trained, control)
+
+    heldout = pd.read_csv(out / "reports.csv").fillna("")
+    assert metrics["distinct_reports"] == heldout["generated"].nunique() >= 2 and all(len(_words(r)) >= 3 for r in heldout["generated"])
+    paths = load_index(phantom_root).set_index("dicom_id").loc[heldout["dicom_id"], "image_path"]
+    images = torch.stack([read_image(p, 64) for p in paths])
+    reports = generator(images, batch_size=5, max_length=48)
+    assert len(reports) == len(images) and len(set(reports)) >= 2
+    assert generator(images, batch_size=16, max_length=48) == reports  # batching does not change greedy reports
     assert len(generator(images[:2], num_beams=2, max_length=12)) == 2
     assert len(generator(images[:2], do_sample=True, top_p=0.9, max_length=12)) == 2
 
@@ -158,7 +208,7 @@ def test_prior_resume_equals_uninterrupted(phantom_root, stage1_run, tmp_path):
 
 
 def test_stage1_resume_equals_uninterrupted(phantom_root, tmp_path):
-    args = ["stage=autoencoder", f"data.root={phantom_root}", *TINY_BART, "model.config.dropout=0.1", "trainer=cpu-tiny",
+    args = ["stage=autoencoder", f"data.root={phantom_root}", *TINY_BART, "model.config.dropout=0.1", "model.word_dropout=0.3", "trainer=cpu-tiny",
             "trainer.batch_size=8", "trainer.checkpoint_every=3", "evaluation.max_reports=0"]
     run_command("train-language", [*args, "trainer.max_steps=6", f"hydra.run.dir={tmp_path / 'straight'}"])
     run_command("train-language", [*args, "trainer.max_steps=3", f"hydra.run.dir={tmp_path / 'resumed'}"])
@@ -168,7 +218,8 @@ def test_stage1_resume_equals_uninterrupted(phantom_root, tmp_path):
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
-def test_prior_without_autoencoder_is_one_line_error(phantom_root, tmp_path):
+def test_prior_without_autoencoder_is_one_line_error(phantom_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        run_command("train-language", ["stage=prior", f"data.root={phantom_root}", f"hydra.run.dir={tmp_path}"])
-    assert stop.value.code == 2
+        run_command("train-language", ["stage=prior", f"data.root={phantom_root}", f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "stage=prior needs autoencoder=RUN_DIR" in err[0]

@@ -13,7 +13,7 @@ from cxr_irgen.data.labels import parse_labels
 from cxr_irgen.errors import UserError
 from cxr_irgen.vision.codec import UnshuffleCodec, build_vae
 from cxr_irgen.vision.conditioning import Conditioning
-from cxr_irgen.vision.encoders import CLIP_MEAN, CLIP_STD, build_clip_image_encoder, build_text_encoder
+from cxr_irgen.vision.encoders import build_clip_image_encoder, build_text_encoder
 from cxr_irgen.vision.model import build_encoders, build_vision_model, model_config
 from cxr_irgen.vision.pipeline import VisionPipeline, save_images
 from cxr_irgen.vision.uvit import UViT
@@ -38,12 +38,19 @@ def test_tokenizer_matches_open_clip():
 
 
 def test_clip_image_encoder_normalises_with_clip_mean_std():
+    """Control: transformers' CLIPImageProcessor (OpenAI CLIP's mean/std, its own constants) on the same gray image as RGB,
+    and one hand-computed pixel."""
+    from transformers import CLIPImageProcessor
+
     encoder = build_clip_image_encoder(model_config("unet-tiny").image_encoder)
-    images = torch.full((2, 1, 32, 32), 0.5)
-    expected = (0.5 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
-    torch.testing.assert_close(encoder.normalize(images)[:, :, 3, 5], expected.expand(2, 3))
-    direct = encoder.model(pixel_values=encoder.normalize(images)).image_embeds
-    torch.testing.assert_close(encoder(images), direct)
+    size = encoder.image_size
+    images = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+    processor = CLIPImageProcessor(do_resize=False, do_center_crop=False, do_rescale=False, do_convert_rgb=False)
+    expected = processor([np.repeat(im.numpy(), 3, axis=0) for im in images], return_tensors="pt", input_data_format="channels_first").pixel_values
+    torch.testing.assert_close(encoder.normalize(images), expected)
+    gray = torch.full((1, 1, size, size), 0.5)
+    torch.testing.assert_close(encoder.normalize(gray)[0, :, 3, 5], torch.tensor([0.0690, 0.1614, 0.3328]), atol=1e-4, rtol=0)  # (0.5 - mean) / std
+    torch.testing.assert_close(encoder(images), encoder.model(pixel_values=expected).image_embeds)
     assert encoder(images).shape == (2, encoder.embed_dim)
     assert not torch.allclose(encoder(images), encoder.model(pixel_values=images.expand(-1, 3, -1, -1)).image_embeds)
 

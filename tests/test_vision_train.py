@@ -19,6 +19,7 @@ from cxr_irgen.cli import run_command
 from cxr_irgen.data.labels import CHEXPERT_LABELS
 
 TINY = ["vision/model=unet-tiny", "trainer=cpu-tiny", "sample_every=0"]
+STEPS = 160  # measured (lr 2e-3, 16 fixed draws): 1.137 before, control 0.441, 0.438 after 100 steps, 0.344 after 160
 
 
 def backbone_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -28,6 +29,21 @@ def backbone_weights(run: Path) -> dict[str, torch.Tensor]:
 def train_vision(out: Path, root: Path, *overrides: str) -> Path:
     run_command("train-vision", [*TINY, f"data.root={root}", f"hydra.run.dir={out}", *overrides])
     return out
+
+
+class LinearDenoiser(torch.nn.Module):
+    """The parameter-free control: the minimum-MSE noise estimate when the latents are Gaussian with the batch's
+    per-channel mean m and variance s2, ε̂ = √(1−ᾱ)·(x_t − √ᾱ·m) / (ᾱ·s2 + 1 − ᾱ). A network that learned nothing
+    about this batch beyond its first two moments cannot beat it."""
+
+    def __init__(self, latents: torch.Tensor, alphas_cumprod: torch.Tensor):
+        super().__init__()
+        self.mean, self.var = latents.mean(dim=(0, 2, 3), keepdim=True), latents.var(dim=(0, 2, 3), keepdim=True)
+        self.alphas_cumprod = alphas_cumprod.float()
+
+    def forward(self, noisy, timesteps, features):
+        a = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        return (1 - a).sqrt() * (noisy - a.sqrt() * self.mean) / (a * self.var + 1 - a)
 
 
 def test_one_batch_overfit_drives_loss_down(tmp_path):
@@ -47,17 +63,18 @@ def test_one_batch_overfit_drives_loss_down(tmp_path):
     items = [{k: v[i] for k, v in features.items()} for i in range(4)]
     noise_scheduler = build_noise_scheduler(cfg)
 
-    def fixed_loss() -> float:
+    def fixed_loss(denoiser) -> float:
         torch.manual_seed(123)
         with torch.no_grad():
-            return float(np.mean([diffusion_loss(model.eval(), features, noise_scheduler).item() for _ in range(8)]))
+            return float(np.mean([diffusion_loss(denoiser.eval(), features, noise_scheduler).item() for _ in range(16)]))
 
-    before = fixed_loss()
-    trainer = OmegaConf.merge(OmegaConf.load(Path("configs/trainer/default.yaml")), {"max_steps": 60, "batch_size": 4, "lr": 2e-3, "checkpoint_every": 1000})
+    before = fixed_loss(model)
+    control = fixed_loss(LinearDenoiser(features["latents"], noise_scheduler.alphas_cumprod))
+    trainer = OmegaConf.merge(OmegaConf.load(Path("configs/trainer/default.yaml")), {"max_steps": STEPS, "batch_size": 4, "lr": 2e-3, "checkpoint_every": 1000})
     result = train(make_accelerator(trainer, 0), model, items, make_loss_fn(noise_scheduler, None), trainer, tmp_path, seed=0)
-    after = fixed_loss()
-    assert result.step == 60
-    assert after < 0.6 * before, (before, after)
+    after = fixed_loss(model)
+    assert result.step == STEPS
+    assert after < 0.9 * control < before, (before, control, after)
 
 
 def test_resume_equals_uninterrupted(tmp_path, phantom_root):
@@ -127,7 +144,9 @@ def learned_run(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_conditioning_is_learned_heart_width(learned_run):
-    """Images generated for Cardiomegaly vs No Finding label vectors differ in the phantom heart-width ratio."""
+    """Images generated for Cardiomegaly vs No Finding label vectors differ in the phantom heart-width ratio, also when each
+    gets a reference image of the other group (swapped arm). Control: a model that ignores the prompt and copies its
+    reference scores AUROC <= 0.5 in the swapped arm."""
     from sklearn.metrics import roc_auc_score
 
     from cxr_irgen.data.imageio import read_image
@@ -141,17 +160,24 @@ def test_conditioning_is_learned_heart_width(learned_run):
     index = vision_train(load_index(root))
     reference = ReferenceIndex.from_index(index)
     pipe = VisionPipeline.from_run_dir(run)
-    scores = {}
-    for name, column in (("cardiomegaly", "Cardiomegaly"), ("normal", "No Finding")):
-        rows = index[index[column] == 1.0].head(40)
-        labels = [np.asarray(v, dtype=np.float32) for v in rows[list(CHEXPERT_LABELS)].to_numpy()]
-        refs = torch.stack([read_image(reference.image_path(reference.lookup(v, exclude=d, seed=i)), 32) for i, (v, d) in enumerate(zip(labels, rows["dicom_id"]))])
-        images = pipe(labels, refs, seeds=list(range(len(labels))), steps=20, guidance=7.5, scheduler="ddim")
-        scores[name] = heart_width_ratios(images)
-    finite = {k: v[np.isfinite(v)] for k, v in scores.items()}
-    assert all(len(v) >= 32 for v in finite.values()), {k: len(v) for k, v in finite.items()}
-    auroc = roc_auc_score([1] * len(finite["cardiomegaly"]) + [0] * len(finite["normal"]), np.concatenate([finite["cardiomegaly"], finite["normal"]]))
-    assert auroc >= 0.75, (auroc, {k: float(v.mean()) for k, v in finite.items()})
+    rows = {name: index[index[column] == 1.0].head(40) for name, column in (("cardiomegaly", "Cardiomegaly"), ("normal", "No Finding"))}
+
+    def heart_widths(label_rows, reference_rows) -> np.ndarray:
+        labels = [np.asarray(v, dtype=np.float32) for v in label_rows[list(CHEXPERT_LABELS)].to_numpy()]
+        wanted = [np.asarray(v, dtype=np.float32) for v in reference_rows[list(CHEXPERT_LABELS)].to_numpy()]
+        refs = torch.stack([read_image(reference.image_path(reference.lookup(v, exclude=d, seed=i)), 32)
+                            for i, (v, d) in enumerate(zip(wanted, reference_rows["dicom_id"]))])
+        ratios = heart_width_ratios(pipe(labels, refs[: len(labels)], seeds=list(range(len(labels))), steps=20, guidance=7.5, scheduler="ddim"))
+        assert np.isfinite(ratios).sum() >= 32, ratios
+        return ratios[np.isfinite(ratios)]
+
+    def auroc(cardiomegaly: np.ndarray, normal: np.ndarray) -> float:
+        return roc_auc_score([1] * len(cardiomegaly) + [0] * len(normal), np.concatenate([cardiomegaly, normal]))
+
+    matched = auroc(heart_widths(rows["cardiomegaly"], rows["cardiomegaly"]), heart_widths(rows["normal"], rows["normal"]))
+    swapped = auroc(heart_widths(rows["cardiomegaly"], rows["normal"]), heart_widths(rows["normal"], rows["cardiomegaly"]))
+    assert matched >= 0.75, matched
+    assert swapped >= 0.6, (swapped, matched)
 
 
 def test_uvit_tiny_trains_writes_sample_grid_and_generates(tmp_path, phantom_root):
@@ -162,5 +188,6 @@ def test_uvit_tiny_trains_writes_sample_grid_and_generates(tmp_path, phantom_roo
                        "max_images=8", "sample_every=2", "sample_n=2", "sample_steps=2")
     assert (run / "samples" / "step-0000002.png").exists()
     pipe = VisionPipeline.from_run_dir(run)
-    images = pipe([parse_labels("Edema=1")], torch.rand(1, 1, 32, 32), seeds=[0], steps=2, scheduler="dpm++")
-    assert images.shape == (1, 1, 32, 32) and pipe.model.conditioning.num_tokens == 1
+    images = pipe([parse_labels("Edema=1"), parse_labels("No Finding=1")], torch.rand(2, 1, 32, 32), seeds=[0, 1], steps=2, scheduler="dpm++")
+    assert images.shape == (2, 1, 32, 32) and pipe.model.conditioning.num_tokens == 1
+    assert torch.isfinite(images).all() and 0 <= float(images.min()) and float(images.max()) <= 1 and float(images.std()) > 0.01

@@ -96,14 +96,29 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, model, optimizer, sch
     return final
 
 
+def _load_model_strictly(model: torch.nn.Module, file: Path) -> None:
+    """Load ``file`` into ``model``; a missing, unexpected or differently shaped key is a :class:`UserError` naming it."""
+    from safetensors import safe_open
+
+    if not file.exists():
+        raise FileNotFoundError(f"{file} is missing")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    with safe_open(str(file), "pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    reshaped = [f"{k} {stored[k]} vs {expected[k]}" for k in stored if k in expected and stored[k] != expected[k]]
+    missing, unexpected = map(sorted, load_model(model, str(file), strict=False)) if not reshaped else ([], [])
+    if reshaped or missing or unexpected:
+        details = [f"{len(v)} {name} (e.g. {', '.join(map(str, v[:2]))})" for name, v in
+                   (("with another shape (checkpoint vs model)", reshaped), ("missing", missing), ("unexpected", unexpected)) if v]
+        raise UserError(f"checkpoint {file.parent} does not match this model: keys {'; '.join(details)}; check the model config")
+
+
 def load_checkpoint(accelerator, path: Path, model, optimizer, scheduler, ema=None) -> dict:
     """Restore a checkpoint written by :func:`save_checkpoint`; returns its ``state.json``."""
     path = Path(path)
     try:
         state = json.loads((path / "state.json").read_text())
-        missing, unexpected = load_model(accelerator.unwrap_model(model), str(path / "model.safetensors"), strict=False)
-        if missing or unexpected:
-            raise UserError(f"checkpoint {path} does not match this model (missing {len(missing)} keys e.g. {missing[:2]}, unexpected {len(unexpected)} e.g. {unexpected[:2]}): check the model config")
+        _load_model_strictly(accelerator.unwrap_model(model), path / "model.safetensors")
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         if ema is not None:

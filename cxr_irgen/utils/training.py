@@ -4,7 +4,7 @@ The caller builds the trainable module and a ``loss_fn(model, batch) -> scalar``
 loop owns the rest: HF Accelerate (CPU, one GPU, ``accelerate launch``), mixed precision,
 gradient accumulation, AdamW + warmup schedule, optional EMA, a seeded resumable sampler
 (a resumed run sees exactly the batches an uninterrupted one would), atomic checkpoints,
-NaN/inf detection, progress bar and TensorBoard scalars.
+NaN/inf detection on any rank (every rank stops), progress bar and TensorBoard scalars.
 """
 
 from __future__ import annotations
@@ -161,10 +161,11 @@ def train(
         for batch in loader:
             with accelerator.accumulate(model):
                 loss = loss_fn(model, to_device(batch, accelerator.device))
-                if not torch.isfinite(loss.detach()):
+                losses = accelerator.gather(loss.detach().float().reshape(1))  # every rank sees every rank's loss
+                if not torch.isfinite(losses).all():
                     last = list_checkpoints(run_dir)
                     raise UserError(
-                        f"loss became {loss.item()} at step {step}; stopped without saving. Last good checkpoint: "
+                        f"loss became {losses[~torch.isfinite(losses)][0].item()} at step {step}; stopped without saving. Last good checkpoint: "
                         f"{last[-1] if last else 'none'}. Lower trainer.lr, use mixed_precision=no or bf16, then resume=latest"
                     )
                 accelerator.backward(loss)
@@ -178,7 +179,7 @@ def train(
             if ema is not None:
                 ema.step(params)
             step += 1
-            value = accelerator.gather(loss.detach().float().reshape(1)).mean().item()
+            value = losses.mean().item()
             result.losses.append(value)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}")
