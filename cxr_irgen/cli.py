@@ -142,7 +142,8 @@ def _compose(command: Command, overrides: list[str], with_hydra: bool = False):
 def _check_overrides(command: Command, overrides: list[str]):
     """Compose the config once up front so a bad override fails as one line, not Hydra's report; returns it.
 
-    An unknown key (also one added with ``+key=``, which nothing would read) names the closest valid keys. With
+    An unknown key (also one added with ``+key=``, which nothing would read, except under a ``*_args`` mapping of
+    keyword arguments) names the closest valid keys. With
     ``weights.root`` set, the pretrained parts the command will load are checked here, before any run dir exists.
     """
     import re
@@ -159,7 +160,8 @@ def _check_overrides(command: Command, overrides: list[str]):
         raise
     for override in overrides:
         key = _key_of(override)
-        if override.startswith("+") and not override.startswith("++") and not key.startswith("hydra.") and not is_config_group(key):
+        passes_through = key.rpartition(".")[0].endswith("_args")  # ``encoder_args``: keyword arguments handed on as they are
+        if override.startswith("+") and not override.startswith("++") and not key.startswith("hydra.") and not is_config_group(key) and not passes_through:
             raise _unknown_key(command, key, overrides)
     require_weights(cfg)
     return cfg

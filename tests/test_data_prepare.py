@@ -7,7 +7,7 @@ import json
 import pytest
 from data_tree import write_tree
 
-from cxr_irgen.cli import run_command
+from cxr_irgen.cli import main, run_command
 
 
 def prepare(tmp_path, name: str, *overrides: str) -> dict:
@@ -49,9 +49,9 @@ def test_iu_xray_adapter(tmp_path):
     assert prepare(tmp_path, "iu", "data=iu_xray")["language_test_findings_or_impression"] > 2000
 
 
-@pytest.mark.parametrize("overrides, message", [(["data=mimic", "data.root=/no/such/dir"], "data root not found: /no/such/dir"), (["data=mimic"], "data.root")])
+@pytest.mark.parametrize("overrides, message", [(["data=mimic", "data.root=/no/such/dir"], "data.root=/no/such/dir: not found"), (["data=mimic"], "data.root")])
 def test_missing_root_is_one_line(tmp_path, capsys, overrides, message):
     with pytest.raises(SystemExit) as exit_info:
-        run_command("prepare-data", [*overrides, f"hydra.run.dir={tmp_path}"])
+        main(["prepare-data", *overrides, f"hydra.run.dir={tmp_path}"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1

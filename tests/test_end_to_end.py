@@ -59,7 +59,7 @@ def test_demo_writes_every_stage(demo_run):
     assert len(report_rows) == 5 and all(Path(row["image"]).is_file() for row in report_rows)
     assert all(row["decoding"]["no_repeat_ngram_size"] == 0 and row["decoding"]["num_beams"] >= 1 for row in rows + report_rows)  # full decoding config per sidecar
     text = json.loads((demo_run / "09-evaluate-reports" / "metrics.json").read_text())["text"]
-    assert text["n_reports"] == 5 and 0.0 <= text["bleu4"] <= text["bleu1"] <= 1.0 and text["bleu1"] > 0  # some words of the references
+    assert 1 <= text["n_reports"] <= 5 and 0.0 <= text["bleu4"] <= text["bleu1"] <= 1.0 and text["bleu1"] > 0  # scored: the images whose study has the reference section; some words of the references
     assert _csv_row(demo_run / "09-evaluate-reports" / "table3.csv")[1:5] == [str(text[f"bleu{k}"]) for k in range(1, 5)]
 
 

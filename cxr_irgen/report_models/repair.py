@@ -100,6 +100,9 @@ class RepairGenerator(ReportGenerator):
             raise UserError(f"k={options['k']}: RePaiR joins 1 to 6 retrieved impressions")
         return options
 
+    def decoding_settings(self, **decode: Any) -> dict:
+        return {"strategy": "retrieval", **self.options(**decode)}
+
     def generate(self, images: torch.Tensor, **decode: Any) -> list[str]:
         options = self.options(**decode)
         embeddings = self.model(images)[:, 0]
