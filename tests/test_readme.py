@@ -30,7 +30,10 @@ TINY = {
     "train-classifier": ["classifier.growth_rate=8", "classifier.block_config=[2,2,2]", "classifier.num_init_features=16", "resolution=32",
                          "trainer.max_steps=2", "trainer.batch_size=4", "protocol_n=10"],
     "generate": ["vision.scheduler=ddim", "vision.steps=2", "language.max_length=8", "batch_size=4"],
-    "evaluate": ["eval.real.n=8", "eval.auroc.n=8", "eval.chexpert_f1.n_bootstrap=10", "eval.text.meteor=false", "eval.real.views=[PA,AP]"],
+    "evaluate": ["eval.real.n=8", "eval.auroc.n=8", "eval.chexpert_f1.n_bootstrap=10", "eval.text.meteor=false", "eval.real.views=[PA,AP]",
+                 "eval.kid.subsets=10", "eval.memorisation.n_train=16", "eval.utility.resolution=32", "eval.utility.n_bootstrap=10",
+                 "eval.utility.classifier.growth_rate=8", "eval.utility.classifier.block_config=[2,2,2]",
+                 "eval.utility.classifier.num_init_features=16", "eval.utility.trainer.max_steps=2", "eval.utility.trainer.batch_size=4"],
 }
 
 SKIP = [  # (pattern, reason): the first match decides

@@ -79,7 +79,7 @@ def test_dve_transformer_reports_follow_the_image(phantoms, heldout, tmp_path):
 
 @pytest.mark.slow
 def test_fve_m2_reports_follow_the_image(phantoms, heldout, tmp_path):
-    run_command("train-report-encoder", [f"data.root={phantoms}", *COMMON, "encoder=fve-tiny", "trainer.max_steps=80", "trainer.lr=2e-3",
+    run_command("train-report-encoder", [f"data.root={phantoms}", *COMMON, "encoder=fve-tiny", "trainer.max_steps=200", "trainer.lr=2e-3",
                                          "fine_labels.min_count=20", f"hydra.run.dir={tmp_path / 'fve'}"])
     run_command("train-report-model", [f"data.root={phantoms}", *COMMON, "encoder=fve-tiny", "decoder=m2-tiny",
                                        f"encoder_args.checkpoint={tmp_path / 'fve'}", "trainer.max_steps=400", "trainer.lr=1e-3",
