@@ -88,7 +88,7 @@ def _entries(runs) -> list[dict]:
 def comparison_pairs(cfg: DictConfig) -> pd.DataFrame:
     """The frontal test image/report pairs of ``cfg.split`` with the ``cfg.text`` reference (first ``max_images``)."""
     from cxr_irgen.data.adapters import load_sections, load_table
-    from cxr_irgen.data.selections import language_test, stage1_text
+    from cxr_irgen.data.selections import language_test, stage1_texts
 
     table = load_table(cfg.data)
     if cfg.split != "test":  # the selection reads the "test" split: relabel the asked one
@@ -96,8 +96,9 @@ def comparison_pairs(cfg: DictConfig) -> pd.DataFrame:
     sections = load_sections(table[table["split"] == "test"], cfg.data)
     require = "findings" if str(cfg.text) == "findings" else "findings_or_impression"
     pairs = language_test(table, sections, require)
-    pairs = pairs.assign(reference=stage1_text(pairs, str(cfg.text)))
-    pairs = pairs[pairs["reference"] != ""].reset_index(drop=True)
+    # one whole reference per image: findings+impression is scored against the two sections joined
+    variant = "findings_impression_concat" if str(cfg.text) == "findings+impression" else str(cfg.text)
+    pairs = stage1_texts(pairs, variant).rename(columns={"text": "reference"})
     if cfg.max_images:
         pairs = pairs.iloc[: int(cfg.max_images)]
     if not len(pairs):
@@ -171,11 +172,12 @@ def run(cfg: DictConfig) -> Path:
     """Generate, score and tabulate; returns the run dir."""
     from cxr_irgen.eval.labeler import label_reports, labeler_kwargs, labeler_name
     from cxr_irgen.report_models.interface import load_report_generator
-    from cxr_irgen.utils.rundir import start_run
+    from cxr_irgen.utils.rundir import run_dir
 
     entries = _entries(cfg.runs)
     pairs = comparison_pairs(cfg)
-    out = start_run(cfg)
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if str(cfg.device) == "auto" and torch.cuda.is_available() else ("cpu" if str(cfg.device) == "auto" else str(cfg.device)))
     labeler = labeler_kwargs(cfg.labeler)
     references = pairs["reference"].tolist()

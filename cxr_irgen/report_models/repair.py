@@ -133,12 +133,11 @@ class RepairGenerator(ReportGenerator):
 
 def corpus_impressions(table, sections, splits) -> list[str]:
     """Impressions of the studies in ``splits``, in study order."""
-    from cxr_irgen.data.selections import stage1_text
+    from cxr_irgen.data.selections import stage1_texts
 
     studies = table.loc[table["split"].isin(list(splits)), "study_id"].unique()
     rows = sections[sections["study_id"].isin(studies)].sort_values("study_id")
-    texts = stage1_text(rows, "impression")
-    return [t for t in texts.tolist() if t]
+    return stage1_texts(rows, "impression")["text"].tolist()
 
 
 def run(cfg: DictConfig) -> Path:
