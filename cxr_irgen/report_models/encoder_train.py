@@ -36,7 +36,8 @@ from cxr_irgen.data.datasets import ImageReportDataset, collate
 from cxr_irgen.data.labels import CHEXPERT_LABELS, POSITIVE
 from cxr_irgen.errors import UserError
 from cxr_irgen.report_models.encoders import (
-    ENCODER_FILE, ClassifierPairEncoder, ClipGridEncoder, ClusterClipEncoder, build_clip, build_encoder_from_config, model_config,
+    ENCODER_FILE, ClassifierPairEncoder, ClipGridEncoder, ClusterClipEncoder, build_clip, build_encoder_from_config, clip_contrastive_loss,
+    model_config,
 )
 from cxr_irgen.report_models.fine_labels import FineLabels
 from cxr_irgen.report_models.train import config_args, report_pairs
@@ -111,9 +112,7 @@ class ContrastiveClip(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         image = self.image_features(batch)
         text = self.clip.encode_text(batch["tokens"], normalize=True)
-        logits = self.clip.logit_scale.exp() * image @ text.T
-        labels = torch.arange(len(image), device=image.device)
-        return (F.cross_entropy(logits.float(), labels) + F.cross_entropy(logits.T.float(), labels)) / 2
+        return clip_contrastive_loss(image, text, self.clip.logit_scale)
 
 
 def _tokenize(texts: list[str]) -> torch.Tensor:

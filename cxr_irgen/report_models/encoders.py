@@ -136,6 +136,13 @@ def build_clip(clip: dict | DictConfig) -> nn.Module:
     return CLIP(**config)
 
 
+def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE of matched rows: L2-normalised image (B, D) and text (B, D) embeddings, CLIP's learned scale."""
+    logits = (logit_scale.exp() * image @ text.T).float()
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
 class ClipGridEncoder(VisualEncoder):
     """CVE: the CLIP ResNet visual tower without its attention pool → grid (B, h·w, C)."""
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.report_models.encoders import VisualEncoder, build_clip, model_config
+from cxr_irgen.report_models.encoders import VisualEncoder, build_clip, clip_contrastive_loss, model_config
 from cxr_irgen.report_models.interface import GENERATOR_FILE, RUN_SUBDIR, ReportGenerator, register_generator
 from cxr_irgen.report_models.retrieval import CorpusIndex, select_reports
 from cxr_irgen.report_models.weights import load_strict, read_weights
@@ -62,9 +62,7 @@ class RetrievalClip(VisualEncoder):
         """Symmetric InfoNCE of the batch's matched (image, text) pairs."""
         images = F.normalize(self(pixel_values)[:, 0], dim=-1)
         texts = F.normalize(self.clip.encode_text(text_ids), dim=-1)
-        logits = self.clip.logit_scale.exp() * images @ texts.T
-        targets = torch.arange(len(logits), device=logits.device)
-        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        return clip_contrastive_loss(images, texts, self.clip.logit_scale)
 
 
 @register_generator("repair")
