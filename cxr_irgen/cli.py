@@ -9,7 +9,6 @@ and exit with status 2; no traceback.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,8 +292,6 @@ def run_command(name: str, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not sys.stderr.isatty():  # a log file gets a status line every 30 s, not a redrawn progress bar
-        os.environ.setdefault("TQDM_MININTERVAL", "30")
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return

@@ -249,7 +249,7 @@ def _decoding(generator, cfg) -> dict | None:
 
 
 def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from cxr_irgen.utils.progress import progress_bar
 
     from cxr_irgen.data.imageio import read_image
     from cxr_irgen.eval.labeler import label_reports
@@ -260,7 +260,7 @@ def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool
     pipe = _load_vision(cfg, device)
     generator = _load_language(cfg, device) if cfg.mode == "pairs" else None
     reference = reference_index(pool) if pool is not None else None
-    bar = tqdm(total=len(items), desc="generate", disable=not show_progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(items), desc="generate", disable=not show_progress, dynamic_ncols=True)
     for batch in _batches(items, int(cfg.batch_size)):
         labels = [item["labels"] for item in batch]
         ref_ids, ref_images = None, None
@@ -300,13 +300,13 @@ def readable_images(batch: list[dict], size: int, skip_bad: bool, pairs_dir: Pat
 
 
 def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from cxr_irgen.utils.progress import progress_bar
 
     from cxr_irgen.eval.labeler import label_reports
     from cxr_irgen.gallery import write_thumbnail
 
     generator = _load_language(cfg, _device(cfg))
-    for batch in tqdm(list(_batches(items, int(cfg.batch_size))), desc="reports", disable=not show_progress):
+    for batch in progress_bar(list(_batches(items, int(cfg.batch_size))), desc="reports", disable=not show_progress):
         batch, images = readable_images(batch, generator.image_size, bool(cfg.data.get("skip_bad")), pairs_dir)
         if not batch:
             continue

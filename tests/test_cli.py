@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -188,3 +189,25 @@ def test_user_error_inside_a_run_removes_the_folder_hydra_made(phantom_root, tmp
     line = refused(["evaluate", f"generated={gen}", f"data.root={phantom_root}", "eval.metrics=[diversity]", "eval.real.views=[XRAY]"],
                    capsys, tmp_path / "cwd", monkeypatch)  # found after Hydra made outputs/evaluate/<time>/: it is removed again
     assert "no real XRAY images" in line
+
+
+def test_a_log_gets_whole_status_lines_not_a_redrawn_bar(tmp_path):
+    proc = subprocess.run([*EXE, "make-phantoms", f"out={tmp_path / 'ph'}", "n=8", "size=32", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    status = [line for line in proc.stderr.splitlines() if line.startswith("phantoms: ")]
+    assert status[0].startswith("phantoms: 0/8 (0%)") and status[-1].startswith("phantoms: 8/8 (100%)")
+
+
+def test_status_lines_are_written_at_most_once_per_interval():
+    from cxr_irgen.utils.progress import StatusLines
+
+    log = io.StringIO()
+    bar = StatusLines(total=1000, desc="train", file=log, interval_s=3600)
+    for _ in range(1000):
+        bar.update(1)
+        bar.set_postfix(loss="0.1")
+    bar.close()
+    assert log.getvalue().splitlines() == [line for line in log.getvalue().split("\n") if line]
+    assert [line.split(" [")[0] for line in log.getvalue().splitlines()] == ["train: 0/1000 (0%)", "train: 1000/1000 (100%)"]

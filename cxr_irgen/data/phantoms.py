@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
+from cxr_irgen.utils.progress import progress_bar
 
 from cxr_irgen.data.labels import CHEXPERT_LABELS, LABEL_INDEX, POSITIVE
 from cxr_irgen.data.phantom_render import render_phantom, sample_phantom
@@ -217,7 +217,7 @@ def make_phantoms(out: Path, n: int = 2000, seed: int = 0, size: int = 256, work
 def _draw_all(jobs: list[PhantomImage], size: int, workers: int | None, progress: bool) -> None:
     if workers is None:
         workers = 2 if len(jobs) * size * size > 300 * 128 * 128 and (os.cpu_count() or 1) > 1 else 1
-    bar = tqdm(total=len(jobs), desc="phantoms", unit="img", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="phantoms", unit="img", disable=not progress)
     if workers <= 1:
         for job in jobs:
             _draw_image(job, size)

@@ -133,7 +133,7 @@ def load_report_sections(index: pd.DataFrame, cache_dir: str | Path | None = Non
     as the findings). Cached as parquet in ``cache_dir`` keyed by the report
     paths/texts, so a second call reads no report files.
     """
-    from tqdm.auto import tqdm
+    from cxr_irgen.utils.progress import progress_bar
 
     if {"findings", "impression"} <= set(index.columns):
         return index[["study_id", "findings", "impression"]].drop_duplicates("study_id").reset_index(drop=True)
@@ -147,7 +147,7 @@ def load_report_sections(index: pd.DataFrame, cache_dir: str | Path | None = Non
         if cache_file.is_file():
             return pd.read_parquet(cache_file)
     rows = []
-    for study_id, value in tqdm(zip(studies["study_id"], studies[source]), total=len(studies), desc="report sections", mininterval=1.0):
+    for study_id, value in progress_bar(zip(studies["study_id"], studies[source]), total=len(studies), desc="report sections", mininterval=1.0):
         found = extract_sections(value) if has_text else extract_sections(_read_report(value))
         if has_text and not (found["findings"] or found["impression"]):
             found["findings"] = " ".join(value.split())

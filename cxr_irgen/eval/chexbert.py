@@ -79,11 +79,11 @@ class CheXbertLabeler:
     @torch.no_grad()
     def label(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """(N, 14) float32 labels, NaN blank, canonical CheXpert order."""
-        from tqdm.auto import tqdm
+        from cxr_irgen.utils.progress import progress_bar
 
         out = np.full((len(texts), NUM_LABELS), np.nan, dtype=np.float32)
         order = [LABEL_INDEX[c] for c in CHEXBERT_CONDITIONS]
-        for start in tqdm(range(0, len(texts), self.batch_size), desc="chexbert", disable=not progress, dynamic_ncols=True):
+        for start in progress_bar(range(0, len(texts), self.batch_size), desc="chexbert", disable=not progress, dynamic_ncols=True):
             batch = [" ".join(str(t).split()) for t in texts[start:start + self.batch_size]]
             enc = self.tokenizer(batch, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
             logits = self.model(enc["input_ids"], enc["attention_mask"])

@@ -50,11 +50,11 @@ IMAGE_METRICS = FEATURE_METRICS | {"memorisation", "utility", "psnr_ssim", "dive
 
 def run_shard(fn: Callable[[list[int]], Sequence], n_items: int, batch_size: int, desc: str, state) -> dict[int, object]:
     """``fn`` over this rank's item indices (every world-th, from its rank) in batches: ``{index: result}``."""
-    from tqdm.auto import tqdm
+    from cxr_irgen.utils.progress import progress_bar
 
     mine = list(range(state.process_index, n_items, state.num_processes))
     results: dict[int, object] = {}
-    with tqdm(total=len(mine), desc=desc, disable=not state.is_main_process, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(mine), desc=desc, disable=not state.is_main_process, dynamic_ncols=True) as bar:
         for start in range(0, len(mine), batch_size):
             batch = mine[start:start + batch_size]
             results.update(zip(batch, fn(batch)))

@@ -356,9 +356,9 @@ def label_reports(texts: Sequence[str], backend: str = "rules", progress: bool =
         return CheXbertLabeler.from_checkpoint(**chexbert_kwargs).label(texts, progress=progress)
     if backend != "rules":
         raise UserError(f"labeler={backend!r}: use rules or chexbert")
-    from tqdm.auto import tqdm
+    from cxr_irgen.utils.progress import progress_bar
 
-    rows = [label_report(t) for t in tqdm(texts, desc="label reports", disable=not progress, dynamic_ncols=True)]
+    rows = [label_report(t) for t in progress_bar(texts, desc="label reports", disable=not progress, dynamic_ncols=True)]
     return np.stack(rows) if rows else np.zeros((0, NUM_LABELS), dtype=np.float32)
 
 

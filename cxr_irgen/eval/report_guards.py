@@ -104,13 +104,13 @@ class TrainingReportIndex:
 
 def report_guards(generated: Sequence[str], training_reports: Sequence[str] | None, threshold: float = COPY_THRESHOLD) -> dict:
     """``distinct_share`` and, with training reports, ``copy_share`` (verbatim or edit similarity ≥ threshold)."""
-    from tqdm.auto import tqdm
+    from cxr_irgen.utils.progress import progress_bar
 
     normalised = [normalise(g) for g in generated]
     out = {"n_generated": len(generated), "distinct_share": len(set(normalised)) / len(normalised) if normalised else float("nan")}
     if training_reports is not None:
         index = TrainingReportIndex(training_reports, threshold)
-        copies = [index.nearest_copy(g) is not None for g in tqdm(normalised, desc="copy guard", dynamic_ncols=True, leave=False)]
+        copies = [index.nearest_copy(g) is not None for g in progress_bar(normalised, desc="copy guard", dynamic_ncols=True, leave=False)]
         out["copy_share"] = float(np.mean(copies)) if copies else float("nan")
         out["copy_threshold"] = f"normalised edit similarity >= {threshold}"
         out["n_training_reports"] = len(index.reports)

@@ -135,14 +135,14 @@ def generate_reports_for_folder(
 
     ``decode_kwargs`` go to :meth:`ReportGenerator.__call__` (num_beams, do_sample, top_p, max_length).
     """
-    from tqdm.auto import tqdm
+    from cxr_irgen.utils.progress import progress_bar
 
     from cxr_irgen.data.imageio import read_image
 
     files = list_images(folder)
     size = generator.representation.image_size
     rows: list[dict] = []
-    for start in tqdm(range(0, len(files), batch_size), desc="reports", dynamic_ncols=True):
+    for start in progress_bar(range(0, len(files), batch_size), desc="reports", dynamic_ncols=True):
         names: Sequence[Path] = files[start : start + batch_size]
         images = torch.stack([read_image(path, size) for path in names])
         reports = generator(images, batch_size=batch_size, **decode_kwargs)

@@ -160,13 +160,13 @@ def _chunks(items: list, size: int):
 def encode_pairs(pairs, representation, autoencoder: ReportAutoencoder, batch_size: int, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over an ``ImageReportDataset``: frozen prior inputs (N, *shape) and target embeddings (N, d)."""
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    from cxr_irgen.utils.progress import progress_bar
 
     from cxr_irgen.data.datasets import collate
 
     inputs, targets = [], []
     with torch.no_grad():
-        for batch in tqdm(DataLoader(pairs, batch_size=batch_size, collate_fn=collate, num_workers=num_workers), desc="encode", dynamic_ncols=True):
+        for batch in progress_bar(DataLoader(pairs, batch_size=batch_size, collate_fn=collate, num_workers=num_workers), desc="encode", dynamic_ncols=True):
             inputs.append(representation(batch["pixel_values"].to(autoencoder.device)).cpu())
             targets.append(autoencoder.embed(batch["text"]).float().cpu())
     return torch.cat(inputs), torch.cat(targets)

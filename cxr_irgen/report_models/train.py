@@ -71,11 +71,11 @@ class CachedTokens(Dataset):
 @torch.no_grad()
 def encode_images(encoder: torch.nn.Module, pairs: Dataset, batch_size: int, device: torch.device) -> torch.Tensor:
     """A frozen encoder's tokens of every item, (N, num_tokens, width) float16 on the CPU."""
-    from tqdm.auto import tqdm
+    from cxr_irgen.utils.progress import progress_bar
 
     encoder.to(device).eval()
     out = [encoder(batch["pixel_values"].to(device)).half().cpu()
-           for batch in tqdm(DataLoader(pairs, batch_size=batch_size, collate_fn=collate), desc="encode", dynamic_ncols=True)]
+           for batch in progress_bar(DataLoader(pairs, batch_size=batch_size, collate_fn=collate), desc="encode", dynamic_ncols=True)]
     return torch.cat(out)
 
 

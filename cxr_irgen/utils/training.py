@@ -118,7 +118,7 @@ def train(
     ``on_epoch(epoch)`` is called before each pass over the data (also a resumed partial one), so
     datasets whose items depend on the epoch (reference choice) can follow the sampler.
     """
-    from tqdm.auto import tqdm
+    from cxr_irgen.utils.progress import progress_bar
 
     cfg = trainer_cfg
     params = [p for p in model.parameters() if p.requires_grad]
@@ -153,7 +153,7 @@ def train(
 
         writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
     result = TrainResult(step=step, checkpoint=ckpt)
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not accelerator.is_main_process, dynamic_ncols=True)
+    bar = progress_bar(total=cfg.max_steps, initial=step, desc="train", disable=not accelerator.is_main_process, dynamic_ncols=True)
     model.train()
     while step < cfg.max_steps:
         if on_epoch is not None:

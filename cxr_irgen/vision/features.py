@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from cxr_irgen.utils.progress import progress_bar
 
 from cxr_irgen.data.datasets import item_seed
 from cxr_irgen.data.imageio import read_image
@@ -87,14 +87,14 @@ def cache_features(encoders: FrozenEncoders, index: pd.DataFrame, model_cfg, out
     distinct = sorted(set(prompts))
     prompt_id = {p: i for i, p in enumerate(distinct)}
     text = {key: [] for key in ["text_hidden", "text_pooled"] + (["text_embeds"] if encoders.text_encoder.projected else [])}
-    for start in tqdm(range(0, len(distinct), batch_size), desc="cache prompts"):
+    for start in progress_bar(range(0, len(distinct), batch_size), desc="cache prompts"):
         encoded = encoders.text_encoder(distinct[start : start + batch_size])
         for key in text:
             text[key].append(encoded[key].float().cpu())
     save_file({k: torch.cat(v).contiguous() for k, v in text.items()}, str(out_dir / "prompts.safetensors"))
 
     paths = index["image_path"].tolist()
-    for shard, shard_start in enumerate(tqdm(range(0, len(paths), shard_size), desc="cache images")):
+    for shard, shard_start in enumerate(progress_bar(range(0, len(paths), shard_size), desc="cache images")):
         tensors = {"latents": [], "image_embeds": []}
         for start in range(shard_start, min(shard_start + shard_size, len(paths)), batch_size):
             images = torch.stack([read_image(p, model_cfg.image_size) for p in paths[start : min(start + batch_size, shard_start + shard_size)]]).to(device)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from cxr_irgen.utils.progress import progress_bar
 
 from cxr_irgen.data.labels import format_labels, labels_to_prompt
 from cxr_irgen.errors import UserError
@@ -54,7 +54,7 @@ def denoise(model: VisionModel, condition: torch.Tensor, noise: torch.Tensor, sa
     latents = noise * sampler.init_noise_sigma
     guided = guidance != 1.0
     context = torch.cat([model.conditioning.unconditional(condition.shape[0]).to(condition.dtype), condition]) if guided else condition
-    for t in tqdm(sampler.timesteps, desc="sample", leave=False, disable=not progress):
+    for t in progress_bar(sampler.timesteps, desc="sample", leave=False, disable=not progress):
         model_input = sampler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
         eps = model.predict_noise(model_input, t, context)
         if guided:
