@@ -47,6 +47,10 @@ class ReportModel(nn.Module):
         tokens = batch["visual_tokens"] if "visual_tokens" in batch else self.encoder(batch["pixel_values"])
         return self.projection(tokens.float())
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The trainer's ``group_lr`` names: ``visual`` (the image encoder) and ``language`` (projection and decoder)."""
+        return {"visual": list(self.encoder.parameters()), "language": [*self.projection.parameters(), *self.decoder.parameters()]}
+
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Training loss of a batch with ``targets`` (B, T) and visual tokens or pixels."""
         return self.decoder.loss(self.memory(batch), batch["targets"])
