@@ -97,23 +97,21 @@ def lr_lambda(schedule: str, warmup: int, total: int, steps_per_epoch: int = 1, 
     return fn
 
 
-def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
-    """AdamW or Adam over the trainable parameters; a group the model names in ``parameter_groups()`` gets ``cfg.group_lr[name]``."""
-    trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    if not trainable:
-        raise UserError("nothing to train: every parameter of the model is frozen")
+def make_optimizer(model: torch.nn.Module, params: list[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
+    """AdamW or Adam over ``params``; those in a group the model names in ``parameter_groups()`` get ``cfg.group_lr[name]``."""
+    trainable = {id(p) for p in params}
     named = model.parameter_groups() if hasattr(model, "parameter_groups") else {}
     group_lr = dict(cfg.get("group_lr") or {})
     unknown = set(group_lr) - set(named)
     if unknown:
         raise UserError(f"trainer.group_lr names {sorted(unknown)}, not parameter groups of this model ({', '.join(named) or 'it has none'})")
     groups, seen = [], set()
-    for name, params in named.items():
-        params = [p for p in params if id(p) in trainable and id(p) not in seen]
-        seen.update(id(p) for p in params)
-        if params:
-            groups.append({"params": params, "lr": float(group_lr.get(name, cfg.lr)), "name": name})
-    rest = [p for p in model.parameters() if id(p) in trainable and id(p) not in seen]
+    for name, members in named.items():
+        members = [p for p in members if id(p) in trainable and id(p) not in seen]
+        seen.update(id(p) for p in members)
+        if members:
+            groups.append({"params": members, "lr": float(group_lr.get(name, cfg.lr)), "name": name})
+    rest = [p for p in params if id(p) not in seen]
     if rest:
         groups.append({"params": rest, "lr": float(cfg.lr), "name": "rest"})
     kind = str(cfg.get("optimizer", "adamw"))
@@ -165,8 +163,10 @@ def train(
     from tqdm.auto import tqdm
 
     cfg = trainer_cfg
-    optimizer = make_optimizer(model, cfg)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UserError("nothing to train: every parameter of the model is frozen")
+    optimizer = make_optimizer(model, params, cfg)
     sampler = ResumableSampler(len(dataset), seed, accelerator.process_index, accelerator.num_processes, cfg.batch_size)
     schedule = lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps, max(1, sampler.num_batches // cfg.grad_accum),
                          int(cfg.get("lr_step_epochs", 1)), float(cfg.get("lr_gamma", 1.0)))
