@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -37,13 +38,31 @@ def saved_generators(tmp_path_factory):
     return root
 
 
-def test_one_table_for_every_generator_on_the_same_images(phantom_root, saved_generators, tmp_path):
+@pytest.fixture(scope="module")
+def generate_runs(phantom_root, tmp_path_factory):
+    """Two tiny `cxr-irgen generate` runs (2 label vectors × 2 images, different seeds) of a 2-step vision run."""
+    root = tmp_path_factory.mktemp("generate")
+    run_command("train-vision", ["vision/model=unet-tiny", "trainer=cpu-tiny", "trainer.max_steps=2", "trainer.batch_size=4", "max_images=24",
+                                 "sample_every=0", f"data.root={phantom_root}", f"hydra.run.dir={root / 'vision'}"])
+    (root / "labels.csv").write_text("labels\nCardiomegaly=1\nNo Finding=1\n")
+    for name, seed in (("gen-a", 1), ("gen-b", 2)):
+        run_command("generate", [f"labels_file={root / 'labels.csv'}", "n=2", f"seed={seed}", f"vision.checkpoint={root / 'vision'}", "mode=images",
+                                 "vision.scheduler=ddim", "vision.steps=2", f"hydra.run.dir={root / name}"])
+    return root
+
+
+def test_one_table_for_every_generator_on_the_same_images(phantom_root, saved_generators, generate_runs, tmp_path):
     from cxr_irgen.data.adapters import load_sections, load_table
+    from cxr_irgen.data.labels import parse_labels
+    from cxr_irgen.eval.chexpert_f1 import chexpert_f1
+    from cxr_irgen.eval.labeler import label_reports
 
     runs = (f"runs=[{{path: {saved_generators / 'dve-transformer'}, name: DVE+Transformer}},"
             f"{{path: {saved_generators / 'repair'}, name: RePaiR-2, decode: {{k: 2}}, paper: CXR-RePaiR-2}},"
             f"{{path: {saved_generators / 'repair'}, name: RePaiR-Select, decode: {{select: true}}, paper: CXR-RePaiR-Select}}]")
-    run_command("compare-reports", [f"data.root={phantom_root}", runs, "max_images=12", "n_bootstrap=10", "text=findings", f"hydra.run.dir={tmp_path}"])
+    generated = f"generated=[{generate_runs / 'gen-a'},{{path: {generate_runs / 'gen-b'}, name: B, paper: 5k steps with RIE}}]"
+    run_command("compare-reports", [f"data.root={phantom_root}", runs, generated, "max_images=12", "n_bootstrap=10", "text=findings",
+                                    f"hydra.run.dir={tmp_path}"])
 
     reports = pd.read_csv(tmp_path / "reports.csv")
     assert list(reports.columns) == ["dicom_id", "study_id", "reference", "DVE+Transformer", "RePaiR-2", "RePaiR-Select"]
@@ -61,7 +80,44 @@ def test_one_table_for_every_generator_on_the_same_images(phantom_root, saved_ge
         assert "paper_tab3" not in row  # phantoms are not MIMIC-CXR
     markdown = (tmp_path / "compare.md").read_text()
     assert "F1 micro-top5, -1→1 [miura2021]" in markdown and "[endo2021]" in markdown
-    assert "paper's Tab. 3" not in markdown.split("\n", 1)[1] and markdown.count("\n| ") == 4  # header + 3 measured rows
+    assert "paper's Tab. 3" not in markdown.split("\n", 1)[1]
+    tab3, tab4 = markdown.split("\n### ")
+    assert tab3.count("\n| ") == 4 and tab4.count("\n| ") == 4  # header + 3 measured rows each
+    assert "Tab. 4 layout" in tab4 and "| Generator | gen-a (4 images) | B (4 images) |" in tab4 and "paper's Tab. 4" not in tab4.split("\n", 1)[1]
+
+    on_generated = pd.read_csv(tmp_path / "reports_generated.csv", keep_default_na=False)
+    assert list(on_generated.columns) == ["set", "image", "labels", "DVE+Transformer", "RePaiR-2", "RePaiR-Select"]
+    assert on_generated["set"].tolist() == ["gen-a"] * 4 + ["B"] * 4 and set(on_generated["labels"]) == {"Cardiomegaly=1", "No Finding=1"}
+    assert results["protocol"]["generated"][1] == {"name": "B", "path": str(generate_runs / "gen-b"), "n_images": 4, "paper": "5k steps with RIE",
+                                                   "reference": "the label vector each image was generated from"}
+    for row in results["results"]:  # each cell: the labeler on that generator's reports vs the requested label vectors
+        for name in ("gen-a", "B"):
+            mine = on_generated[on_generated["set"] == name]
+            expected = chexpert_f1(label_reports(mine[row["name"]].tolist()), np.stack([parse_labels(t) for t in mine["labels"]]), n_bootstrap=0)
+            assert row["generated"][name]["chexpert_f1"]["positive_only"]["micro_14"]["value"] == pytest.approx(expected["positive_only"]["micro_14"]["value"])
+            assert set(row["generated"][name]["f1_presets"]) == {"miura2021", "endo2021", "r2gen"}
+
+
+def test_tab4_paper_rows_follow_the_generated_sets_paper_columns():
+    from cxr_irgen.eval.compare_reports import generated_rows
+
+    sets = [{"name": "mine", "paper": "10k steps with RIE"}, {"name": "other", "paper": None}]
+    cell = {"chexpert_f1": {"positive_only": {"micro_14": {"value": 0.5}}}}
+    rows = generated_rows([{"name": "ours", "paper": "M2Trans", "generated": {"mine": cell}}, {"name": "RePaiR", "paper": "CXR-RePaiR-2"}], sets, show_paper=True)
+    assert rows == [["ours", 0.5, None], ["M2Trans (paper's Tab. 4)", 0.3738, None], ["RePaiR", None, None]]
+
+
+def test_generated_sets_need_label_vectors_and_known_paper_columns(generate_runs, tmp_path):
+    from cxr_irgen.errors import UserError
+    from cxr_irgen.eval.compare_reports import _generated_sets
+
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "x.png").write_bytes((generate_runs / "gen-a" / "pairs" / "0000.png").read_bytes())  # an image without its labels
+    with pytest.raises(UserError, match="needs the label vector it was generated from"):
+        _generated_sets([str(tmp_path / "plain")])
+    with pytest.raises(UserError, match="use one of 5k steps without RIE"):
+        _generated_sets([{"path": str(generate_runs / "gen-a"), "paper": "20k steps"}])
+    assert len(_generated_sets([str(generate_runs / "gen-a")])[0]["labels"]) == 4
 
 
 def test_paper_rows_sit_beside_their_measured_rows():

@@ -3,6 +3,7 @@
 * :class:`VisionDataset`: image + reference image + prompt + labels (vision module).
 * :class:`ReportTextDataset`: report strings (language stage 1).
 * :class:`ImageReportDataset`: image + report text (language stage 2 and its test set).
+* :class:`StudyReportDataset`: up to K images of one study + its report text (ifcc's multi-image input).
 * :func:`collate`: stacks tensors, lists everything else.
 
 With ``skip_bad=True`` an unreadable image is replaced by the next readable item (item
@@ -152,6 +153,40 @@ class ImageReportDataset(_ImageItems):
 
     def _load(self, index: int) -> dict[str, Any]:
         return {"pixel_values": read_image(self.image_paths[index], self.image_size), "text": self.texts[index], "dicom_id": self.dicom_ids[index]}
+
+
+class StudyReportDataset(_ImageItems):
+    """Studies with their report: ``pixel_values`` (K, 1, S, S) in [0, 1] (zero rows past the study's images),
+    ``image_mask`` (K,) bool, ``text`` str, ``dicom_id`` (the study's images joined by ``+``).
+
+    The rows of ``index`` are grouped by ``study_id``; a study with more than ``max_images`` images keeps the first
+    ``max_images`` by ``dicom_id``. Texts as in :class:`ImageReportDataset` (one item per study and text).
+    """
+
+    def __init__(self, index: pd.DataFrame, sections: pd.DataFrame, image_size: int, variant: str = "findings", max_images: int = 3, skip_bad: bool = False):
+        super().__init__(skip_bad)
+        if int(max_images) < 1:
+            raise UserError(f"images_per_study={max_images}: give 1 or more (ifcc: up to 3)")
+        rows = stage1_texts(with_sections(index, sections), variant)
+        if not len(rows):
+            raise UserError(f"no image/report pairs with a {variant} text: check the reports under data.root")
+        studies = rows.sort_values("dicom_id", kind="stable").groupby(["study_id", "text"], sort=False)
+        groups = [group.head(int(max_images)) for _, group in studies]
+        self.dicom_ids = ["+".join(g["dicom_id"]) for g in groups]
+        self.image_paths = [g["image_path"].tolist() for g in groups]
+        self.texts = [g["text"].iloc[0] for g in groups]
+        self.image_size, self.max_images = image_size, int(max_images)
+
+    def __len__(self) -> int:
+        return len(self.dicom_ids)
+
+    def _load(self, index: int) -> dict[str, Any]:
+        paths = self.image_paths[index]
+        pixels = torch.zeros(self.max_images, 1, self.image_size, self.image_size)
+        for k, path in enumerate(paths):
+            pixels[k] = read_image(path, self.image_size)
+        mask = torch.arange(self.max_images) < len(paths)
+        return {"pixel_values": pixels, "image_mask": mask, "text": self.texts[index], "dicom_id": self.dicom_ids[index]}
 
 
 def collate(batch: list[Any]) -> Any:

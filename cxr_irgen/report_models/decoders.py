@@ -308,10 +308,11 @@ def build_decoder(cfg: DictConfig, vocab_size: int, max_positions: int, sentence
     args = OmegaConf.to_container(cfg, resolve=True)
     builder = args.pop("builder", None)
     args.pop("name", None)
-    if builder == "r2gen":  # R2Gen builds on TokenDecoder, so it registers lazily (no import cycle)
+    if builder in ("r2gen", "r2gencmn"):  # R2Gen and R2GenCMN build on TokenDecoder, so they register lazily (no import cycle)
         from cxr_irgen.report_models.r2gen import R2GenDecoder
+        from cxr_irgen.report_models.r2gencmn import R2GenCMNDecoder
 
-        BUILDERS["r2gen"] = R2GenDecoder
+        BUILDERS.update(r2gen=R2GenDecoder, r2gencmn=R2GenCMNDecoder)
     if builder not in BUILDERS:
         raise UserError(f"decoder builder={builder!r}: use one of {', '.join(BUILDERS)}")
     if builder == "cnn_rnn_rnn":

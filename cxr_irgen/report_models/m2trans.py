@@ -1,7 +1,7 @@
 """M2Trans's image encoder (Miura et al., NAACL 2021): DenseNet-121 pre-trained on 14 CheXpert labels × 3 classes.
 
     cxr-irgen train-label-encoder encoder=dve                      # DenseNet-121 grid + 14×3 softmax head
-    cxr-irgen train-report-model encoder=dve decoder=m2 encoder_args.checkpoint=RUN_DIR   # M2Trans
+    cxr-irgen train-report-model encoder=dve decoder=m2 encoder_args.checkpoint=RUN_DIR images_per_study=3 trainer=m2trans   # M2Trans
 
 Each observation is a 3-way softmax over (negative, uncertain, positive) of the label
 table's value (blank → negative, as in ifcc), on the pooled grid of the encoder; the loss is
@@ -9,8 +9,8 @@ the mean cross-entropy over the 14 observations. The run dir holds ``encoder/enc
 (the encoder alone, loaded strictly by ``encoder_args.checkpoint``) and ``metrics.json``
 (validation accuracy and positive-class AUROC per observation).
 
-Not reproduced from ifcc: the max-merge of up to 3 images per study (one image per item here)
-and the Noam learning-rate schedule (the shared trainer's warmup + cosine/linear/constant).
+The report model then follows ifcc with ``images_per_study=3`` (a study's images through the encoder, tokens
+max-merged: :func:`~cxr_irgen.report_models.model.study_tokens`) and ``trainer=m2trans`` (Adam, Noam schedule, warmup 2000).
 """
 
 from __future__ import annotations

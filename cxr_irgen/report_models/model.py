@@ -31,8 +31,23 @@ from cxr_irgen.report_models.weights import load_strict, read_weights
 WEIGHTS_FILE = "model.safetensors"
 
 
+def study_tokens(encoder: nn.Module, pixels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Visual tokens (B, N, C) of one image per item (B, 1, H, W), or of up to K images per study (B, K, 1, H, W) with
+    ``mask`` (B, K) marking the real ones: each study's tokens are the element-wise max over its images (ifcc's max-merge)."""
+    if pixels.dim() == 4:
+        return encoder(pixels)
+    if mask is None:
+        mask = torch.ones(pixels.shape[:2], dtype=torch.bool, device=pixels.device)
+    if not mask.any(dim=1).all():
+        raise ValueError("every study needs at least one image (image_mask has an all-False row)")
+    present = encoder(pixels[mask])  # only the real images: (M, N, C)
+    tokens = present.new_full((*mask.shape, *present.shape[1:]), float("-inf"))
+    tokens[mask] = present
+    return tokens.amax(dim=1)
+
+
 class ReportModel(nn.Module):
-    """encoder (B, 1, H, W) → (B, N, C); projection → (B, N, d_model); decoder → loss or word ids."""
+    """encoder (B, 1, H, W) → (B, N, C) (a study's K images: max-merged); projection → (B, N, d_model); decoder → loss or word ids."""
 
     def __init__(self, encoder: VisualEncoder, decoder: nn.Module, encoder_cfg: DictConfig, decoder_cfg: DictConfig, projection_dropout: float = 0.1):
         super().__init__()
@@ -43,9 +58,17 @@ class ReportModel(nn.Module):
         self.projection_dropout = float(projection_dropout)
 
     def memory(self, batch: dict[str, Any]) -> torch.Tensor:
-        """(B, N, d_model) from cached ``visual_tokens`` (B, N, C) or from ``pixel_values`` (B, 1, H, W)."""
-        tokens = batch["visual_tokens"] if "visual_tokens" in batch else self.encoder(batch["pixel_values"])
+        """(B, N, d_model) from cached ``visual_tokens`` (B, N, C) or from ``pixel_values`` (B, 1, H, W) or a study's
+        (B, K, 1, H, W) with ``image_mask`` (B, K) (see :func:`study_tokens`)."""
+        if "visual_tokens" in batch:
+            tokens = batch["visual_tokens"]
+        else:
+            tokens = study_tokens(self.encoder, batch["pixel_values"], batch.get("image_mask"))
         return self.projection(tokens.float())
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The trainer's ``group_lr`` names: ``visual`` (the image encoder) and ``language`` (projection and decoder)."""
+        return {"visual": list(self.encoder.parameters()), "language": [*self.projection.parameters(), *self.decoder.parameters()]}
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Training loss of a batch with ``targets`` (B, T) and visual tokens or pixels."""

@@ -4,7 +4,8 @@
     cxr-irgen train-report-model -m encoder=dve,fve,cve,ccve decoder=transformer,m2,cnn_rnn_rnn   # the 12-cell grid
 
 Data: images of the ``train`` split in ``views`` (the study: ``[AP]``; CXR-IRGen: ``[PA, AP]``)
-whose report has the ``text`` section; held-out: the ``validate`` split. The vocabulary is
+whose report has the ``text`` section (``images_per_study=3``: one item per study with up to 3 of its images, the
+encoder's tokens max-merged, as ifcc's M2Trans); held-out: one image per item of the ``validate`` split. The vocabulary is
 built from the training texts (``vocabulary.min_count``, ``max_words``). A frozen encoder's
 tokens are computed once per image and cached (``features.safetensors``), so training
 reads them instead of the images. The loop is the shared trainer (Accelerate, atomic
@@ -26,23 +27,25 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from cxr_irgen.data.datasets import ImageReportDataset, collate
+from cxr_irgen.data.datasets import ImageReportDataset, StudyReportDataset, collate
 from cxr_irgen.errors import UserError
 from cxr_irgen.report_models.interface import RUN_SUBDIR
 from cxr_irgen.report_models.decoders import decoder_config
 from cxr_irgen.report_models.encoders import model_config
-from cxr_irgen.report_models.model import EncoderDecoderGenerator, ReportModel, build_report_model
+from cxr_irgen.report_models.model import EncoderDecoderGenerator, ReportModel, build_report_model, study_tokens
 from cxr_irgen.report_models.vocabulary import VOCABULARY_FILE, Vocabulary
 from cxr_irgen.utils.rundir import run_dir
-from cxr_irgen.utils.training import make_accelerator, train
+from cxr_irgen.utils.training import make_accelerator, to_device, train
 
 log = logging.getLogger(__name__)
 FEATURES_FILE = "features.safetensors"
 VIEWS = ("PA", "AP", "LATERAL", "LL")
 
 
-def report_pairs(table: pd.DataFrame, sections: pd.DataFrame, split: str, views, text: str, image_size: int, skip_bad: bool = False) -> ImageReportDataset:
-    """Images of ``split`` in ``views`` whose report has ``text``, as an :class:`ImageReportDataset`."""
+def report_pairs(table: pd.DataFrame, sections: pd.DataFrame, split: str, views, text: str, image_size: int, skip_bad: bool = False,
+                 images_per_study: int = 1) -> ImageReportDataset | StudyReportDataset:
+    """Images of ``split`` in ``views`` whose report has ``text``: one item per image (:class:`ImageReportDataset`), or with
+    ``images_per_study`` > 1 one item per study with up to that many of its images (:class:`StudyReportDataset`)."""
     views = [str(v) for v in views]
     bad = [v for v in views if v not in VIEWS]
     if bad or not views:
@@ -50,8 +53,11 @@ def report_pairs(table: pd.DataFrame, sections: pd.DataFrame, split: str, views,
     index = table[(table["split"] == split) & table["view"].isin(views)]
     if not len(index):
         raise UserError(f"no {'/'.join(views)} images in the {split} split of data.root: check data= and views=")
-    pairs = ImageReportDataset(index, sections, image_size, text, skip_bad)
-    log.info("report pairs [%s, %s, %s]: %d images", split, "+".join(views), text, len(pairs))
+    if int(images_per_study) == 1:
+        pairs = ImageReportDataset(index, sections, image_size, text, skip_bad)
+    else:
+        pairs = StudyReportDataset(index, sections, image_size, text, int(images_per_study), skip_bad)
+    log.info("report pairs [%s, %s, %s]: %d items (up to %d image(s) each)", split, "+".join(views), text, len(pairs), int(images_per_study))
     return pairs
 
 
@@ -70,16 +76,16 @@ class CachedTokens(Dataset):
 
 @torch.no_grad()
 def encode_images(encoder: torch.nn.Module, pairs: Dataset, batch_size: int, device: torch.device) -> torch.Tensor:
-    """A frozen encoder's tokens of every item, (N, num_tokens, width) float16 on the CPU."""
+    """A frozen encoder's tokens of every item (a study's images max-merged), (N, num_tokens, width) float16 on the CPU."""
     from cxr_irgen.utils.progress import progress_bar
 
     encoder.to(device).eval()
-    out = [encoder(batch["pixel_values"].to(device)).half().cpu()
+    out = [study_tokens(encoder, batch["pixel_values"].to(device), to_device(batch.get("image_mask"), device)).half().cpu()
            for batch in progress_bar(DataLoader(pairs, batch_size=batch_size, collate_fn=collate), desc="encode", dynamic_ncols=True)]
     return torch.cat(out)
 
 
-def cached_tokens(encoder, pairs: ImageReportDataset, out: Path, accelerator, batch_size: int) -> CachedTokens:
+def cached_tokens(encoder, pairs: ImageReportDataset | StudyReportDataset, out: Path, accelerator, batch_size: int) -> CachedTokens:
     """The frozen encoder's tokens of ``pairs``: read from ``out/features.safetensors`` when it matches, else computed once."""
     from safetensors.torch import load_file, save_file
 
@@ -124,7 +130,7 @@ def run(cfg: DictConfig) -> Path:
     table = load_table(cfg.data)
     sections = load_sections(table, cfg.data)
     accelerator = make_accelerator(cfg.trainer, int(cfg.seed))
-    pairs = report_pairs(table, sections, "train", cfg.views, str(cfg.text), image_size, bool(cfg.data.skip_bad))
+    pairs = report_pairs(table, sections, "train", cfg.views, str(cfg.text), image_size, bool(cfg.data.skip_bad), int(cfg.images_per_study))
     vocab = load_vocabulary(out, pairs.texts, cfg.vocabulary)
     model = build_from_cfg(cfg, vocab)
     if accelerator.is_main_process:
@@ -144,7 +150,7 @@ def run(cfg: DictConfig) -> Path:
         generator = EncoderDecoderGenerator(model, vocab, OmegaConf.to_container(cfg.decoding, resolve=True))
         generator.save_pretrained(out / RUN_SUBDIR)
         metrics = {"encoder": str(cfg.encoder), "decoder": str(cfg.decoder), "views": list(cfg.views), "text": str(cfg.text),
-                   "train_pairs": len(pairs), "vocabulary": len(vocab), "visual_tokens": model.encoder.num_tokens,
+                   "train_pairs": len(pairs), "images_per_study": int(cfg.images_per_study), "vocabulary": len(vocab), "visual_tokens": model.encoder.num_tokens,
                    "visual_width": model.encoder.width, "steps": result.step, **loss_summary(result.losses)}
         heldout = table[table["split"] == "validate"]
         if int(cfg.evaluation.max_reports) and len(heldout[heldout["view"].isin(list(cfg.views))]):

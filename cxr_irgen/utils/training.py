@@ -2,7 +2,8 @@
 
 The caller builds the trainable module and a ``loss_fn(model, batch) -> scalar``; this
 loop owns the rest: HF Accelerate (CPU, one GPU, ``accelerate launch``), mixed precision,
-gradient accumulation, AdamW + warmup schedule, optional EMA, a seeded resumable sampler
+gradient accumulation, AdamW or Adam (``amsgrad``) with per-group learning rates (``group_lr``, groups named by
+the model's ``parameter_groups()``) and one learning-rate schedule, optional EMA, a seeded resumable sampler
 (a resumed run sees exactly the batches an uninterrupted one would), atomic checkpoints,
 NaN/inf detection on any rank (every rank stops), progress bar and TensorBoard scalars.
 """
@@ -64,20 +65,61 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
+SCHEDULES = ("constant", "linear", "cosine", "step", "noam")
+
+
+def lr_lambda(schedule: str, warmup: int, total: int, steps_per_epoch: int = 1, step_epochs: int = 1, gamma: float = 1.0) -> Callable[[int], float]:
+    """Factor of the base learning rate at optimizer step ``step`` (0-based), after a linear warmup of ``warmup`` steps.
+
+    ``constant`` / ``linear`` / ``cosine`` (to 0 at ``total``); ``step``: × ``gamma`` every ``step_epochs`` epochs of
+    ``steps_per_epoch`` optimizer steps (torch StepLR stepped per epoch); ``noam``: ``min(s / warmup, sqrt(warmup / s))``
+    with ``s = step + 1``, so the base rate is the peak (Noam's ``factor · d_model^-0.5 · warmup^-0.5``).
+    """
+    if schedule not in SCHEDULES:
+        raise UserError(f"trainer.lr_schedule={schedule!r}: use {', '.join(SCHEDULES)}")
+    if schedule == "noam" and warmup < 1:
+        raise UserError("trainer.lr_schedule=noam needs trainer.warmup_steps >= 1 (ifcc: 2000)")
+
     def fn(step: int) -> float:
+        if schedule == "noam":
+            return min((step + 1) / warmup, math.sqrt(warmup / (step + 1)))
         if warmup and step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if schedule == "constant":
-            return 1.0
         if schedule == "linear":
             return 1.0 - progress
         if schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * progress))
-        raise UserError(f"trainer.lr_schedule={schedule!r}: use constant, linear or cosine")
+        if schedule == "step":
+            return gamma ** ((step - warmup) // (steps_per_epoch * step_epochs))
+        return 1.0
 
     return fn
+
+
+def make_optimizer(model: torch.nn.Module, params: list[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
+    """AdamW or Adam over ``params``; those in a group the model names in ``parameter_groups()`` get ``cfg.group_lr[name]``."""
+    trainable = {id(p) for p in params}
+    named = model.parameter_groups() if hasattr(model, "parameter_groups") else {}
+    group_lr = dict(cfg.get("group_lr") or {})
+    unknown = set(group_lr) - set(named)
+    if unknown:
+        raise UserError(f"trainer.group_lr names {sorted(unknown)}, not parameter groups of this model ({', '.join(named) or 'it has none'})")
+    groups, seen = [], set()
+    for name, members in named.items():
+        members = [p for p in members if id(p) in trainable and id(p) not in seen]
+        seen.update(id(p) for p in members)
+        if members:
+            groups.append({"params": members, "lr": float(group_lr.get(name, cfg.lr)), "name": name})
+    rest = [p for p in params if id(p) not in seen]
+    if rest:
+        groups.append({"params": rest, "lr": float(cfg.lr), "name": "rest"})
+    kind = str(cfg.get("optimizer", "adamw"))
+    if kind not in ("adamw", "adam"):
+        raise UserError(f"trainer.optimizer={kind!r}: use adamw or adam")
+    optimizer_class = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+    return optimizer_class(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, amsgrad=bool(cfg.get("amsgrad", False)),
+                           fused=bool(cfg.get("fused_adamw", False)) or None)
 
 
 @dataclass
@@ -124,8 +166,11 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise UserError("nothing to train: every parameter of the model is frozen")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=bool(cfg.get("fused_adamw", False)) or None)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps))
+    optimizer = make_optimizer(model, params, cfg)
+    sampler = ResumableSampler(len(dataset), seed, accelerator.process_index, accelerator.num_processes, cfg.batch_size)
+    schedule = lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps, max(1, sampler.num_batches // cfg.grad_accum),
+                         int(cfg.get("lr_step_epochs", 1)), float(cfg.get("lr_gamma", 1.0)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     ema = None
     if cfg.ema_decay:
         from diffusers.training_utils import EMAModel
@@ -133,7 +178,6 @@ def train(
         ema = EMAModel(params, decay=float(cfg.ema_decay))
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    sampler = ResumableSampler(len(dataset), seed, accelerator.process_index, accelerator.num_processes, cfg.batch_size)
     # The loader draws its base seed from its own generator, not the global RNG (which a resumed run restores).
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_fn,
                         drop_last=True, generator=torch.Generator().manual_seed(seed), pin_memory=bool(cfg.get("pin_memory", False)) and torch.cuda.is_available(),
