@@ -39,8 +39,8 @@ import common
 import numpy as np
 
 SCALES = {  # steps and sizes: full (the README run) and --smoke (the test)
-    "full": {"phantoms": 1200, "size": 64, "vision_steps": 400, "batch": 32, "generate_n": 8, "label_sets": 12, "sampler_steps": 25,
-             "autoencoder_steps": 400, "prior_steps": 400, "classifier_steps": 200, "real_n": 200, "auroc_n": 100, "max_reports": 500},
+    "full": {"phantoms": 1200, "size": 64, "vision_steps": 150, "batch": 16, "generate_n": 6, "label_sets": 12, "sampler_steps": 20,
+             "autoencoder_steps": 200, "prior_steps": 200, "classifier_steps": 200, "real_n": 200, "auroc_n": 100, "max_reports": 500},
     "smoke": {"phantoms": 120, "size": 32, "vision_steps": 2, "batch": 8, "generate_n": 2, "label_sets": 3, "sampler_steps": 2,
               "autoencoder_steps": 2, "prior_steps": 2, "classifier_steps": 2, "real_n": 8, "auroc_n": 8, "max_reports": 8},
 }
