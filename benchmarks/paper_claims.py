@@ -1,6 +1,6 @@
 """The paper's ablation claims, tested on phantoms (where the truth is known) with several seeds per arm.
 
-    .venv/bin/python benchmarks/paper_claims.py [--seeds 3] [--out DIR] [--threads 2] [--smoke]
+    .venv/bin/python benchmarks/paper_claims.py [--seeds 3] [--seed K] [--out DIR] [--threads 2] [--smoke]
 
 Every arm is the demo's recipe (``configs/demo.yaml``: tiny U-Net, 2-layer BART, tiny ViT prior, a
 phantom classifier), trained with fewer steps, once per seed, through the same commands a user
@@ -23,8 +23,9 @@ For each claim: the per-seed difference of the paper's better arm minus the othe
 that positive means the paper's direction), its mean over seeds and a 95% t-interval over seeds
 (paired by seed); "confirmed at this scale" when the interval lies above 0, "not confirmed at
 this scale" otherwise (with "opposite effect" when it lies below 0). Finished runs are kept and
-skipped when the command is run again with the same ``--out``. Writes ``claims.md`` and
-``claims.json`` into ``--out``; the last line printed is one JSON object.
+skipped when the command is run again with the same ``--out``; ``--seed K`` runs one seed's arms
+only, so seeds can run in parallel processes before one call without it writes the table.
+Writes ``claims.md`` and ``claims.json`` into ``--out``; the last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def claims_table(rows: list[dict], seeds: int) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=None, help="run only this seed's arms (seeds in parallel processes), no table")
     parser.add_argument("--out", type=Path, default=Path("outputs/paper_claims"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and 2 steps per run: checks the pipeline, not the claims")
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     language = [*on_data, *tiny, "language/model=bart-tiny", "language/prior=vit-tiny", f"data.image_size={scale['size']}",
                 f"evaluation.max_reports={scale['max_reports']}", "evaluation.max_length=60"]
     values: dict[str, dict[str, list[float]]] = {k: {} for k in ("fid", "auroc", "bleu", "loss_f1", "input_f1")}
-    for seed in range(args.seeds):
+    for seed in range(args.seeds) if args.seed is None else [args.seed]:
         at = out / f"seed-{seed}"
         for mode in ("concat", "text"):
             vision = run_step(at / f"vision-{mode}", "train-vision", [
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
                 values["loss_f1"].setdefault(loss, []).append(f1)
             if loss == "mse+cos":
                 values["input_f1"].setdefault(prior_input, []).append(f1)
+    if args.seed is not None:
+        return {"seed": args.seed, "values": values}
     random_clip = "the CLIP tower has random weights here (no CLIP weights offline): a random projection, not CLIP"
     rows = [
         compare("reference image improves image quality", "Tab. 1", "FID (phantom-classifier features)", values["fid"], "concat", "text", False),

@@ -10,7 +10,6 @@
 - Table 6 (beyond the paper, same features as FID): KID mean and std, precision / recall /
   density / coverage, memorisation (share of generated images whose nearest training image
   exceeds the SSIM / feature-cosine threshold, and the highest SSIM).
-
 - Tables 7 and 8 (when ``utility`` / ``report_utility`` ran or were skipped for a reason):
   downstream utility of the synthetic images (:func:`utility_table`) and pairs (:func:`report_utility_table`).
 
@@ -216,9 +215,7 @@ def write_tables(metrics: dict, out: Path) -> Path:
             writer = csv.writer(fh)
             writer.writerow(header)
             writer.writerows([[DASH if v is None else v for v in row] for row in rows])
-        lines = [f"### {caption}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows] or ["| " + " | ".join([DASH] * len(header)) + " |"]
-        parts.append("\n".join(lines))
+        parts.append(f"### {caption}\n\n" + _markdown(header, [[_fmt(v) for v in row] for row in rows] or [[DASH] * len(header)]))
     for number, (key, build) in enumerate((("utility", utility_table), ("report_utility", report_utility_table)), len(TABLES) + 1):
         title = f"### Table {number}: downstream utility ({'images' if key == 'utility' else 'reports'})."
         reason = (metrics.get("skipped") or {}).get(key)
