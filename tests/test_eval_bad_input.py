@@ -82,3 +82,16 @@ def test_no_finding_with_a_positive_finding_is_only_a_positive():
     assert rows.tolist() == [0, 2, 3] and conflicting == 1
     positive, negative = protocol_groups(labels, ["Cardiomegaly"], n=10, seed=0)["Cardiomegaly"]
     assert positive.tolist() == [1] and 1 not in negative.tolist()
+
+
+def test_report_utility_with_an_unknown_generator_is_a_one_line_error_before_data_loads(tmp_path, capsys):
+    from cxr_irgen.cli import main
+
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "pairs.jsonl").write_text('{"report": "No effusion."}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", f"generated={tmp_path / 'gen'}", f"data.root={tmp_path / 'absent'}", "eval.metrics=[report_utility]",
+                                 "eval.report_utility.encoder=densenet", f"hydra.run.dir={tmp_path / 'ev'}"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("cxr-irgen evaluate: error: eval.report_utility.encoder='densenet': use one of ")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "ev").exists()

@@ -78,3 +78,6 @@ def test_evaluate_memorisation_kid_prdc_on_phantoms(tmp_path):
     assert metrics["kid"]["subset_size"] == min(9, metrics["real"]["n_selected"]) == metrics["fid"]["n_real"] and metrics["kid"]["subsets"] == 10 and np.isfinite(metrics["kid"]["mean"])
     assert metrics["prdc"]["k"] == 3 and 0 <= metrics["prdc"]["precision"] <= 1 and metrics["fid"]["feature_extractor"] == metrics["kid"]["feature_extractor"]
     assert (tmp_path / "ev" / "memorisation_pairs.png").is_file()
+    tables = (tmp_path / "ev" / "tables.md").read_text()  # table 6: the same numbers, with N beside them
+    assert f"| {metrics['kid']['mean']:.4f} | {metrics['kid']['std']:.4f} | {metrics['prdc']['precision']:.4f} |" in tables
+    assert f"| {1 / 9:.4f} (1) |" in tables and f"N gen=9 vs N train={mem['n_training']}" in tables

@@ -95,3 +95,45 @@ def test_utility_end_to_end_on_phantoms(tmp_path):
     print({**{name: round(row["mean"]["auroc"], 3) for name, row in rows.items()}, "synthetic, shuffled labels": round(control["mean"]["auroc"], 3)})
     assert rows["synthetic"]["mean"]["auroc"] > control["mean"]["auroc"] + 0.1
     assert rows["real"]["mean"]["auroc"] > control["mean"]["auroc"] + 0.1
+
+
+REPORT_UTILITY = ["eval.report_utility.encoder=dve-tiny", "+eval.report_utility.encoder_args.image_size=32", "eval.report_utility.decoder=transformer-tiny",
+                  "eval.report_utility.trainer.max_steps=8", "eval.report_utility.trainer.batch_size=8", "eval.report_utility.trainer.lr=1e-3",
+                  "eval.report_utility.max_test=10", "eval.report_utility.n_bootstrap=20", "eval.report_utility.decoding.num_beams=1",
+                  "eval.report_utility.decoding.max_length=30"]
+
+
+def test_report_utility_end_to_end_on_phantoms(phantom_root, tmp_path):
+    """The session's phantoms as the real data; their validate images with their own findings stand in for generated pairs
+    (pairs.jsonl). One report generator per training set and the controls, each scored on real test images; tables.md shows it."""
+    from omegaconf import OmegaConf
+
+    from cxr_irgen.data.adapters import load_sections
+    from cxr_irgen.data.mimic import load_index
+    from cxr_irgen.eval.report_utility import MOST_FREQUENT, SHUFFLED
+
+    table = load_index(phantom_root)
+    data_cfg = OmegaConf.create({"name": "phantom", "root": str(phantom_root), "cache_dir": None})
+    sections = load_sections(table, data_cfg).set_index("study_id")["findings"]
+    stand_in = table[(table["split"] == "validate") & table["view"].isin(["PA", "AP"]) & (table["study_id"].map(sections).fillna("") != "")]
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    (gen / "pairs.jsonl").write_text("".join(json.dumps({"image": p, "labels": None, "report": sections[s]}) + "\n"
+                                             for p, s in zip(stand_in["image_path"], stand_in["study_id"])))
+    run_command("evaluate", [f"generated={gen}", f"data.root={phantom_root}", "eval.metrics=[report_utility]", *REPORT_UTILITY,
+                             f"hydra.run.dir={tmp_path / 'ev'}"])
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    result = metrics["report_utility"]
+    rows = {row["training_set"]: row for row in result["rows"]}
+    assert list(rows) == [MOST_FREQUENT, "real", "synthetic", "real+synthetic@1", SHUFFLED]
+    n_real = rows["real"]["n_real"]
+    assert n_real > 0 and rows["synthetic"]["n_synthetic"] == len(stand_in) == rows[SHUFFLED]["n_synthetic"]
+    assert rows["real+synthetic@1"]["n_real"] == n_real and rows["real+synthetic@1"]["n_synthetic"] == n_real
+    assert result["n_test"] == 10 and result["steps"] == 8 and result["labeler"] == "rules"
+    for row in rows.values():
+        f1 = row["chexpert_f1"]["positive_only"]["micro_14"]
+        assert f1["ci95"][0] <= f1["value"] <= f1["ci95"][1] and 0 <= row["text"]["bleu1"] <= 1 and row["chexpert_f1"]["n_reports"] == 10
+    assert rows[MOST_FREQUENT]["distinct_reports"] == 1
+    tables = (tmp_path / "ev" / "tables.md").read_text()
+    assert "Table 8: downstream utility (reports)" in tables and f"| real+synthetic@1 | {n_real} | {n_real} |" in tables
+    assert "| skipped: not in eval.metrics | skipped: not in eval.metrics |" in tables and (tmp_path / "ev" / "report_utility.md").is_file()

@@ -7,7 +7,8 @@
   torch-fidelity's), Fréchet distance, PSNR/SSIM, MS-SSIM diversity.
 - ``kid``: Kernel Inception Distance (torch-fidelity's subsets); ``prdc``: precision/recall/density/coverage (k = 5).
 - ``memorisation``: nearest training image of each generated image by feature cosine and by SSIM.
-- ``utility``: classifiers trained on real / synthetic / real+synthetic images, AUROC on real test images.
+- ``utility``: classifiers trained on real / synthetic / real+synthetic images, AUROC on real test images;
+  ``report_utility``: report generators trained on real / synthetic / real+synthetic pairs, scored on real test images.
 - ``auroc`` + ``classifier``: the paper's AUROC protocol and its XRV DenseNet (``cxr-irgen train-classifier``).
 - ``generated``, ``tables``, ``evaluate``: ``cxr-irgen evaluate`` (inputs, paper-style tables, orchestration).
 
@@ -23,7 +24,8 @@ _EXPORTS = {
     "fid_from_features": "image_metrics", "frechet_distance": "image_metrics", "psnr": "image_metrics", "ssim": "image_metrics",
     "ms_ssim": "image_metrics", "check_unit_images": "image_metrics",
     "kid_from_features": "kid", "prdc_from_features": "prdc", "nearest_training_images": "memorisation",
-    "downstream_utility": "utility", "utility_table": "utility", "bootstrap_auroc": "utility",
+    "downstream_utility": "utility", "utility_table": "tables", "bootstrap_auroc": "utility",
+    "downstream_report_utility": "report_utility", "report_utility_table": "tables",
     "build_feature_extractor": "features", "NvidiaInceptionFeatures": "features", "InceptionFeatures": "features", "XRVFeatures": "features",
     "protocol_auroc": "auroc",
 }

@@ -9,6 +9,7 @@ fid          generated images                                ``eval.real.n`` rea
 kid, prdc    generated images (same features as fid)        the same real images
 memorisation generated images                                ``eval.memorisation.n_train`` training images
 utility      generated images with labels                    classifiers trained with them, on real test images
+report_util. generated images with their generated reports  report generators trained with them, on real test images
 psnr_ssim    generated images with labels                    a real image with the same labels
 diversity    ≥ 2 generated images with the same labels       each other (MS-SSIM)
 auroc        images with labels + ``eval.auroc.classifier``  the same protocol on real images
@@ -43,9 +44,9 @@ from cxr_irgen.errors import UserError
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "prdc", "memorisation", "utility", "psnr_ssim", "diversity", "auroc", "text", "chexpert_f1", "guards")
+METRICS = ("fid", "kid", "prdc", "memorisation", "utility", "report_utility", "psnr_ssim", "diversity", "auroc", "text", "chexpert_f1", "guards")
 FEATURE_METRICS = {"fid", "kid", "prdc"}
-IMAGE_METRICS = FEATURE_METRICS | {"memorisation", "utility", "psnr_ssim", "diversity", "auroc"}
+IMAGE_METRICS = FEATURE_METRICS | {"memorisation", "utility", "report_utility", "psnr_ssim", "diversity", "auroc"}
 
 
 def run_shard(fn: Callable[[list[int]], Sequence], n_items: int, batch_size: int, desc: str, state) -> dict[int, object]:
@@ -230,6 +231,26 @@ def _utility(cfg, images: pd.DataFrame, gen_labels: np.ndarray, labelled: np.nda
     return downstream_utility(real_train, synthetic, real_test, util, int(cfg.eval.seed))
 
 
+def _report_utility(cfg, images: pd.DataFrame) -> dict | None:
+    """Report generators trained on real / synthetic / real+synthetic image-report pairs, scored on real test images of ``data``."""
+    from cxr_irgen.data.adapters import load_sections, load_table
+    from cxr_irgen.eval.labeler import labeler_kwargs, labeler_name
+    from cxr_irgen.eval.report_utility import downstream_report_utility, real_pairs
+
+    util = cfg.eval.report_utility
+    with_report = images[images["report"].fillna("").str.strip() != ""]
+    if with_report.empty:
+        return None
+    table = load_table(cfg.data)
+    sections = load_sections(table, cfg.data)
+    real_train, real_test = (real_pairs(table, sections, str(split), util.views, str(util.text), 8) for split in (util.train_split, util.test_split))
+    if util.max_real:
+        real_train = real_train.iloc[: int(util.max_real)]
+    synthetic = pd.DataFrame({"image_path": with_report["image"].tolist(), "text": with_report["report"].tolist()})
+    return {**downstream_report_utility(real_train, synthetic, real_test, util, labeler_kwargs(cfg.labeler), int(cfg.eval.seed)),
+            "labeler": labeler_name(cfg.labeler)}
+
+
 def _psnr_ssim(cfg, gen: ImageSource, gen_keys: list[str], real: ImageSource, real_keys: list[str], state) -> dict | None:
     from cxr_irgen.eval.image_metrics import pair_by_label, psnr, ssim
 
@@ -383,6 +404,8 @@ def _image_metrics(cfg, images: pd.DataFrame, real_all: pd.DataFrame, state, fea
         _store(results, "diversity", _diversity(cfg, gen, gen_keys, state), "no two generated images share a label vector")
     if "utility" in wanted:
         results["utility"] = _utility(cfg, images, gen_labels, labelled)
+    if "report_utility" in wanted:
+        _store(results, "report_utility", _report_utility(cfg, images), "no generated image comes with a generated report (generate mode=pairs writes them)")
     if "auroc" in wanted:
         has_classifier = bool(cfg.eval.auroc.classifier)
         _store(results, "auroc", _auroc(cfg, gen, gen_labels, real_all, state) if has_classifier else None,
@@ -397,6 +420,15 @@ def check(cfg) -> None:
     if unknown:
         raise UserError(f"eval.metrics: unknown {sorted(unknown)}; choose from {', '.join(METRICS)}")
     load_generated(cfg.generated, cfg.get("generated_reports"), str(cfg.eval.text.report_column), str(cfg.eval.text.reference_column))
+    if "report_utility" in cfg.eval.metrics:
+        from cxr_irgen.report_models.decoders import decoder_config
+        from cxr_irgen.report_models.encoders import model_config
+
+        util = cfg.eval.report_utility
+        try:
+            model_config("encoder", str(util.encoder)), decoder_config(str(util.decoder))
+        except UserError as err:
+            raise UserError(f"eval.report_utility.{err}") from None
     for key in ("eval.xrv_weights", "eval.fid.inception_weights"):
         value = OmegaConf.select(cfg, key)
         if value and not Path(str(value)).is_file():
@@ -496,10 +528,6 @@ def run(cfg) -> None:
         from cxr_irgen.eval.memorisation import save_pairs_figure
 
         save_pairs_figure(results["memorisation"]["top_pairs"], out / "memorisation_pairs.png")
-    if results.get("utility"):
-        from cxr_irgen.eval.utility import utility_table
-
-        (out / "utility.md").write_text(utility_table(results["utility"]))
     tables = write_tables(results, out)
     print(tables.read_text())
     bad = results.get("skipped_images") or {}

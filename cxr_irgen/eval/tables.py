@@ -7,6 +7,11 @@
 - Table 4: CheXpert F1 in detail: each uncertain mapping × averaging × label set with 95% CIs.
 - Table 5: report guards (distinct share, training-copy share) and agreement of the
   generated reports' labels with their conditioning labels.
+- Table 6 (beyond the paper, same features as FID): KID mean and std, precision / recall /
+  density / coverage, memorisation (share of generated images whose nearest training image
+  exceeds the SSIM / feature-cosine threshold, and the highest SSIM).
+- Tables 7 and 8 (when ``utility`` / ``report_utility`` ran or were skipped for a reason):
+  downstream utility of the synthetic images (:func:`utility_table`) and pairs (:func:`report_utility_table`).
 
 Column headers name the variant (feature extractor, N, resolution, classifier, labeler,
 uncertain mapping, averaging). A metric that did not run shows "skipped: <reason>" (from
@@ -135,11 +140,74 @@ def table5(metrics: dict) -> tuple[str, list[str], list[list]]:
     return caption, header, rows
 
 
-TABLES = (table1, table2, table3, table4, table5)
+def table6(metrics: dict) -> tuple[str, list[str], list[list]]:
+    kid, prdc, mem = metrics.get("kid") or {}, metrics.get("prdc") or {}, metrics.get("memorisation") or {}
+    ssim, cosine = mem.get("ssim") or {}, mem.get("feature_cosine") or {}
+    features = kid.get("feature_extractor") or prdc.get("feature_extractor") or mem.get("feature_extractor", DASH)
+    caption = (f"Table 6: beyond the paper, on the FID features ({features}): KID (N gen={kid.get('n_generated', DASH)}, N real={kid.get('n_real', DASH)}), "
+               f"precision/recall/density/coverage (N gen={prdc.get('n_generated', DASH)}, N real={prdc.get('n_real', DASH)}), "
+               f"memorisation (N gen={mem.get('n_generated', DASH)} vs N train={mem.get('n_training', DASH)}).")
+    header = [
+        "Model",
+        f"KID mean ({kid.get('subsets', DASH)} subsets of {kid.get('subset_size', DASH)})",
+        "KID std",
+        f"precision (k={prdc.get('k', DASH)})", "recall", "density", "coverage",
+        f"memorised: SSIM > {ssim.get('threshold', DASH)} at {mem.get('ssim_resolution', DASH)} px (share (n))",
+        "highest SSIM to a training image",
+        f"feature cosine > {cosine.get('threshold', DASH)} (share (n))",
+    ]
+    share = lambda block: f"{_fmt(block['share_above'])} ({block['n_above']})" if block else None  # noqa: E731
+    rows = [[_model(metrics, "kid", "prdc", "memorisation"), _value(metrics, "kid", kid.get("mean")), _value(metrics, "kid", kid.get("std")),
+             *[_value(metrics, "prdc", prdc.get(k)) for k in ("precision", "recall", "density", "coverage")],
+             _value(metrics, "memorisation", share(ssim)), _value(metrics, "memorisation", _get(ssim, "quantiles", "q100")),
+             _value(metrics, "memorisation", share(cosine))]]
+    return caption, header, rows
+
+
+def _ci(entry: dict | None, key: str) -> str:
+    """``value [low, high]`` of an entry with ``key`` and ``ci95`` (3 decimals), or ``–``."""
+    if not entry:
+        return "–"
+    ci = entry.get("ci95")
+    return f"{entry[key]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{entry[key]:.3f}"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def utility_table(result: dict) -> str:
+    """Markdown: one row per training set, AUROC [95% CI] per class and the mean."""
+    from cxr_irgen.data.labels import CHEXPERT_LABELS
+
+    classes = [c for c in CHEXPERT_LABELS if any(c in row["per_class"] for row in result["rows"])]
+    header = ["training set", "real", "synthetic", *classes, "mean"]
+    rows = [[row["training_set"], str(row["n_real"]), str(row["n_synthetic"]), *(_ci(row["per_class"].get(c), "auroc") for c in classes),
+             _ci(row["mean"], "auroc")] for row in result["rows"]]
+    note = (f"Downstream utility (images): classifier ({result['classifier']}, {result['resolution']} px, {result['steps']} steps, seed {result['seed']}) "
+            f"trained on each set, AUROC on {result['n_test']} real test images, 95% bootstrap CI ({result['n_bootstrap']} draws).")
+    return note + "\n\n" + _markdown(header, rows) + "\n"
+
+
+def report_utility_table(result: dict) -> str:
+    """Markdown: one row per training set of report generators (and the controls), BLEU / ROUGE-L / CheXpert F1 [95% CI]."""
+    header = ["training set", "real pairs", "synthetic pairs", "BLEU-1", "BLEU-4", "ROUGE-L (coco)",
+              "CheXpert F1 (micro, 14, positive only)", "CheXpert F1 (macro, top 5, positive only)"]
+    rows = [[row["training_set"], str(row["n_real"]), str(row["n_synthetic"]), *(f"{row['text'][k]:.3f}" for k in ("bleu1", "bleu4", "rougeL_coco")),
+             _ci(_get(row, "chexpert_f1", "positive_only", "micro_14"), "value"), _ci(_get(row, "chexpert_f1", "positive_only", "macro_top5"), "value")]
+            for row in result["rows"]]
+    note = (f"Downstream utility (reports): {result['generator']} ({result['steps']} steps, seed {result['seed']}) trained on each set of image/report "
+            f"pairs, reports written for {result['n_test']} real test images and scored against their own {result['text']} "
+            f"(labeler {result['labeler']}; 95% bootstrap CI, {result['n_bootstrap']} draws).")
+    return note + "\n\n" + _markdown(header, rows) + "\n"
+
+
+TABLES = (table1, table2, table3, table4, table5, table6)
 
 
 def write_tables(metrics: dict, out: Path) -> Path:
-    """Write ``tables.md`` and ``table1.csv`` … ``table5.csv`` into ``out``; returns the markdown path."""
+    """Write ``tables.md`` and ``table1.csv`` … ``table6.csv`` into ``out``, and the utility tables (7, 8) that ran into
+    ``tables.md`` and ``utility.md`` / ``report_utility.md``; returns the markdown path."""
     parts = []
     for number, build in enumerate(TABLES, 1):
         caption, header, rows = build(metrics)
@@ -147,9 +215,15 @@ def write_tables(metrics: dict, out: Path) -> Path:
             writer = csv.writer(fh)
             writer.writerow(header)
             writer.writerows([[DASH if v is None else v for v in row] for row in rows])
-        lines = [f"### {caption}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows] or ["| " + " | ".join([DASH] * len(header)) + " |"]
-        parts.append("\n".join(lines))
+        parts.append(f"### {caption}\n\n" + _markdown(header, [[_fmt(v) for v in row] for row in rows] or [[DASH] * len(header)]))
+    for number, (key, build) in enumerate((("utility", utility_table), ("report_utility", report_utility_table)), len(TABLES) + 1):
+        title = f"### Table {number}: downstream utility ({'images' if key == 'utility' else 'reports'})."
+        reason = (metrics.get("skipped") or {}).get(key)
+        if metrics.get(key):
+            (out / f"{key}.md").write_text(build(metrics[key]))
+            parts.append(f"{title}\n\n{build(metrics[key])}".rstrip())
+        elif reason and reason != "not in eval.metrics":
+            parts.append(f"{title}\n\nskipped: {reason}")
     path = out / "tables.md"
     path.write_text("\n\n".join(parts) + "\n")
     return path

@@ -12,7 +12,7 @@ Each model scores the real test images; per class (the observations with at leas
 and one negative test image; uncertain test labels excluded from that class), AUROC
 (:func:`rank_auroc`, equal to ``sklearn.metrics.roc_auc_score``) with a 95% percentile
 bootstrap CI over test images (a draw missing a positive or a negative for a class is
-skipped for it), and the mean over classes with its own CI (the mean of each draw). :func:`utility_table` writes the one table.
+skipped for it), and the mean over classes with its own CI (the mean of each draw). :func:`cxr_irgen.eval.tables.utility_table` writes the one table.
 """
 
 from __future__ import annotations
@@ -132,16 +132,3 @@ def downstream_utility(real_train: pd.DataFrame, synthetic: pd.DataFrame, real_t
             "classifier": f"xrv densenet {dict(cfg.classifier)}", "n_bootstrap": int(cfg.n_bootstrap), "seed": seed,
             "test": "real test split, frontal; uncertain test labels left out per class"}
 
-
-def utility_table(result: dict) -> str:
-    """Markdown: one row per training set, AUROC [95% CI] per class and the mean."""
-    classes = [c for c in CHEXPERT_LABELS if any(c in row["per_class"] for row in result["rows"])]
-    fmt = lambda e: f"{e['auroc']:.3f} [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]" if e and e.get("ci95") else (f"{e['auroc']:.3f}" if e else "–")
-    header = ["training set", "real", "synthetic", *classes, "mean"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in result["rows"]:
-        cells = [row["training_set"], str(row["n_real"]), str(row["n_synthetic"]), *(fmt(row["per_class"].get(c)) for c in classes), fmt(row["mean"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    note = (f"Downstream utility: classifier ({result['classifier']}, {result['resolution']} px, {result['steps']} steps, seed {result['seed']}) "
-            f"trained on each set, AUROC on {result['n_test']} real test images, 95% bootstrap CI ({result['n_bootstrap']} draws).")
-    return note + "\n\n" + "\n".join(lines) + "\n"
