@@ -49,11 +49,18 @@ def test_bad_names_and_mismatched_checkpoints_are_one_line_errors(phantom_root, 
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "encoder='resnet-9000': use one of" in err
 
-    # an FVE encoder run loaded into the CVE encoder: strict loading names a key
+    # an FVE encoder run (AUC-margin loss; patience 0 stops at the first validation, step 1 of at most 2) loaded into
+    # the CVE encoder: strict loading names a key
     run_command("train-report-encoder", [f"data.root={phantom_root}", "encoder=fve-tiny", "trainer=cpu-tiny", "trainer.max_steps=2",
-                                         "trainer.batch_size=16", "fine_labels.min_count=5", f"hydra.run.dir={tmp_path / 'fve'}"])
+                                         "trainer.batch_size=16", "fine_labels.min_count=5", "loss=auc_margin", "selection.every=1",
+                                         "selection.patience=0", f"hydra.run.dir={tmp_path / 'fve'}"])
     classes = (tmp_path / "fve" / "fine_classes.csv").read_text().splitlines()
     assert classes[0] == "class,count" and len(classes) > 3
+    metrics = json.loads((tmp_path / "fve" / "metrics.json").read_text())
+    assert metrics["steps"] == 1 and metrics["stopped_early"] and metrics["selected_steps"] == {"coarse": 1, "fine": 1}
+    assert (tmp_path / "fve" / "checkpoints" / "step-0000001" / "state.json").is_file()
+    selected = [(tmp_path / "fve" / sub / "encoder.safetensors").read_bytes() for sub in ("best", "encoder")]
+    assert selected[0] == selected[1]
     with pytest.raises(SystemExit):
         _train(phantom_root, tmp_path / "mismatch", "encoder=cve-tiny", "decoder=transformer-tiny", f"encoder_args.checkpoint={tmp_path / 'fve'}")
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -11,8 +11,13 @@ One YAML per encoder under ``configs/report_models/encoder/`` (open_clip/timm st
   encoded by the CLIP visual tower with its attention pool → K tokens.
 
 ``num_tokens`` and ``width`` are measured once from a blank image at ``image_size``, never
-written in a config. ``checkpoint`` (a ``train-report-encoder`` run dir or a weights file of
-this encoder) and ``pretrained`` (a weights file of the backbone) load strictly.
+written in a config. ``checkpoint`` (a ``train-report-encoder`` run dir, a weights file of this
+encoder or a hub id holding ``encoder.safetensors``) and ``pretrained`` (the backbone's published
+weights: a file, a folder or a hub id such as ``hf-hub:timm/convnext_small.fb_in22k``, see
+:func:`~cxr_irgen.report_models.weights.resolve_weights`) load strictly. The only keys
+:func:`backbone_state` leaves out are named by the architecture: the classifier head of a timm
+checkpoint (these backbones are headless) and, from a whole CLIP checkpoint, all but ``visual.*``.
+FVE's ``pretrained`` initialises both classifiers (ImageNet init in the paper).
 
     encoder = build_encoder("dve-tiny", image_size=64)
     tokens = encoder(images)                      # (B, encoder.num_tokens, encoder.width)
@@ -30,12 +35,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.report_models.weights import load_strict, read_weights
+from cxr_irgen.report_models.weights import load_strict, read_weights, resolve_weights
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
 ENCODER_FILE = "encoder.safetensors"
+BACKBONE_FILES = ("model.safetensors", "open_clip_model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin")
 
 
 def model_config(group: str, name: str, overrides: dict | DictConfig | None = None) -> DictConfig:
@@ -223,10 +229,9 @@ def build_encoder_from_config(cfg: DictConfig) -> VisualEncoder:
     except TypeError as err:
         raise UserError(f"encoder {cfg.get('name')}: {err}") from None
     if pretrained:
-        backbones = [m for m in (getattr(encoder, n, None) for n in ("backbone", "visual")) if m is not None]
-        if not backbones:
-            raise UserError(f"encoder {cfg.get('name')}: pretrained= applies to single-backbone encoders (dve, cve, ccve); give checkpoint= instead")
-        load_strict(backbones[0], read_weights(pretrained), pretrained)
+        state = read_weights(resolve_weights(pretrained, BACKBONE_FILES))
+        for backbone in (getattr(encoder, n) for n in ("backbone", "coarse", "fine", "visual") if hasattr(encoder, n)):
+            load_strict(backbone, backbone_state(backbone, state), pretrained)
     if checkpoint:
         load_strict(encoder, read_weights(encoder_weights_path(checkpoint)), checkpoint)
     if encoder.frozen:
@@ -234,10 +239,21 @@ def build_encoder_from_config(cfg: DictConfig) -> VisualEncoder:
     return encoder
 
 
+def backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A published checkpoint's keys for ``backbone``: ``visual.*`` of a whole CLIP (prefix removed); a timm
+    classifier's head (``pretrained_cfg["classifier"]``) dropped when the backbone has none. Nothing else changes."""
+    own = backbone.state_dict()
+    if not any(k.startswith("visual.") for k in own) and any(k.startswith("visual.") for k in state):
+        state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    head = (getattr(backbone, "pretrained_cfg", None) or {}).get("classifier")
+    if head and not any(k.startswith(f"{head}.") for k in own):
+        state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
+    return state
+
+
 def encoder_weights_path(checkpoint: str | Path) -> Path:
-    """A ``train-report-encoder`` run dir (its ``encoder/encoder.safetensors``) or a weights file."""
+    """A ``train-report-encoder`` run dir (its ``encoder/encoder.safetensors``), a weights file, or a hub id."""
     path = Path(checkpoint)
-    for candidate in (path / "encoder" / ENCODER_FILE, path / ENCODER_FILE):
-        if candidate.is_file():
-            return candidate
-    return path
+    if (path / "encoder" / ENCODER_FILE).is_file():
+        return path / "encoder" / ENCODER_FILE
+    return resolve_weights(checkpoint, (ENCODER_FILE,), option="checkpoint")

@@ -1,13 +1,49 @@
-"""Reading weight files safely and loading them strictly: a mismatch is a one-line error naming the key."""
+"""Finding, reading and strictly loading weights: a mismatch is a one-line error naming the key.
+
+A weights source is a file, a folder holding one of the expected file names, or a Hugging Face
+hub id (``hf-hub:timm/convnext_small.fb_in22k`` or ``org/name``) read from the local hub cache
+only (``HF_HUB_CACHE``; these servers are offline): an id that is not cached is an error naming it
+and the local-path alternative, never a download.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from cxr_irgen.errors import UserError
+
+
+HUB_PREFIX = "hf-hub:"
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def resolve_weights(source: str | Path, names: tuple[str, ...], option: str = "pretrained") -> Path:
+    """The weights file of ``source``: itself, ``<folder>/<name>`` or ``<hub cache>/<id>/<name>`` (first of ``names``)."""
+    text = str(source)
+    path = Path(text)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"{option}={text}: the folder holds none of {', '.join(names)}")
+    repo = text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else text
+    if not (text.startswith(HUB_PREFIX) or _HUB_ID.match(text)):
+        raise UserError(f"{option}={text}: no such file or folder (or give a hub id such as hf-hub:org/name)")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    for name in names:
+        cached = try_to_load_from_cache(repo, name)
+        if isinstance(cached, str):
+            return Path(cached)
+    raise UserError(f"{option}={text}: hub id {repo} has none of {', '.join(names)} in the local Hugging Face cache "
+                    f"({constants.HF_HUB_CACHE}) and downloads are off; run `huggingface-cli download {repo}` on a connected "
+                    f"machine with HF_HUB_CACHE set there, or pass a local file or folder: {option}=/path/to/{names[0]}")
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:

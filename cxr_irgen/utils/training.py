@@ -152,13 +152,15 @@ def train(
     run_dir: Path,
     seed: int,
     collate_fn: Callable | None = None,
-    on_step: Callable[[int, torch.nn.Module], None] | None = None,
+    on_step: Callable[[int, torch.nn.Module], bool | None] | None = None,
     on_epoch: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model``'s parameters that require grad for ``trainer_cfg.max_steps`` optimizer steps.
 
     ``on_epoch(epoch)`` is called before each pass over the data (also a resumed partial one), so
     datasets whose items depend on the epoch (reference choice) can follow the sampler.
+    ``on_step(step, model)`` runs after each optimizer step; returning True ends training there
+    (early stopping), with a checkpoint at that step.
     """
     from cxr_irgen.utils.progress import progress_bar
 
@@ -199,7 +201,8 @@ def train(
     result = TrainResult(step=step, checkpoint=ckpt)
     bar = progress_bar(total=cfg.max_steps, initial=step, desc="train", disable=not accelerator.is_main_process, dynamic_ncols=True)
     model.train()
-    while step < cfg.max_steps:
+    stop = False
+    while step < cfg.max_steps and not stop:
         if on_epoch is not None:
             on_epoch(sampler.epoch)
         for batch in loader:
@@ -230,11 +233,10 @@ def train(
             if writer is not None and step % cfg.log_every == 0:
                 writer.add_scalar("train/loss", value, step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-            if on_step is not None:
-                on_step(step, model)
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            stop = bool(on_step(step, model)) if on_step is not None else False
+            if stop or step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
                 result.checkpoint = save_checkpoint(accelerator, run_dir, step, model, optimizer, scheduler, ema, cfg.keep_checkpoints)
-            if step >= cfg.max_steps:
+            if stop or step >= cfg.max_steps:
                 break
         sampler.set_position(sampler.epoch + 1, 0)
     bar.close()
