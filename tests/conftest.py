@@ -36,3 +36,11 @@ def phantom_root(tmp_path_factory) -> Path:
     from cxr_irgen.data.phantoms import make_phantoms
 
     return make_phantoms(tmp_path_factory.mktemp("phantoms"), n=240, seed=0, size=64)
+
+
+@pytest.fixture(scope="session")
+def report_phantoms(tmp_path_factory) -> Path:
+    """1,200 phantoms (64 px) for the tests where report models must learn from images, built once per session."""
+    from cxr_irgen.data.phantoms import make_phantoms
+
+    return make_phantoms(tmp_path_factory.mktemp("phantoms-reports"), n=1200, seed=0, size=64)
