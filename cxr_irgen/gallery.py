@@ -175,12 +175,14 @@ def write_showcase(run: Path, plan, pairs: list[dict], n: int, index, report_row
         for sign, gen in figures["signs"]["generated"].items())
     c = figures["classifier_auroc"]
     header = (f"<p>{figures['n_pairs']} generated pairs at {figures['image_size']} px, {len(plan)} label vectors × {n} seeds; "
-              f"demo seed {figures.get('seed')}, wall {figures.get('wall_s')} s.</p>"
+              f"demo seed {figures.get('seed')}, wall {figures.get('wall_s')} s. Report decoding: {html.escape(_decoding_line(figures.get('decoding')))}.</p>"
               f"<table class='summary'><tr><th>figure</th><th>value</th><th>target</th><th>met</th></tr>{summary}</table>"
               f"<table class='summary'><tr><th>phantom sign</th><th>groups</th><th>AUROC generated (n)</th><th>AUROC real phantoms</th></tr>{signs}"
               f"<tr><td>demo classifier, mean AUROC</td><td>pathology vs No Finding</td><td>{_fmt(c['generated_mean'])}</td><td>{_fmt(c['real_mean'])} (test)</td></tr></table>")
+    records = plan.to_dict("records")
     cards = []
-    for v, row in enumerate(plan.to_dict("records")):
+    for v in _interleaved([row["groups"].split(", ")[0] for row in records]):
+        row = records[v]
         vec = np.array([row[name] for name in CHEXPERT_LABELS], dtype=np.float32)
         mine = pairs[v * n:(v + 1) * n]
         tiles = [_tile(_rel(row["image_path"], run), f"real ({row['split']})", "real")]
@@ -203,6 +205,23 @@ def write_showcase(run: Path, plan, pairs: list[dict], n: int, index, report_row
         f"<p class='labels'>Each row: the test phantom, its own report (findings) and labels, and the report the language module wrote "
         f"for it, marked as above against the phantom's labels.</p>{real_reports}{_CHECK_IMAGES}</body></html>")
     return out
+
+
+def _decoding_line(decoding: dict | None) -> str:
+    if not decoding:
+        return "none"
+    return ", ".join(f"{key} {decoding[key]}" for key in ("num_beams", "do_sample", "no_repeat_ngram_size", "max_new_tokens") if key in decoding)
+
+
+def _interleaved(groups: list[str]) -> list[int]:
+    """Indices of ``groups`` taking one of each group in turn (first group first), so the first screen shows every group."""
+    queues: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        queues.setdefault(group, []).append(i)
+    order = []
+    while any(queues.values()):
+        order += [queue.pop(0) for queue in queues.values() if queue]
+    return order
 
 
 def _fmt(value) -> str:

@@ -28,13 +28,13 @@ def _list(key: str, *items: str) -> str:
 REDUCED = [
     _list("vision.overrides", "vision/model=unet-tiny-64", "trainer=cpu-tiny", "trainer.max_steps=20", "trainer.batch_size=8", "sample_every=0"),
     _list("language.autoencoder_overrides", "stage=autoencoder", *TINY_LANGUAGE, "trainer.max_steps=100", "trainer.lr=3e-3"),  # writes words, not just </s>
-    _list("language.prior_overrides", "stage=prior", *TINY_LANGUAGE, "prior.image_size=64", "prior.patch_size=8", "trainer.max_steps=20"),
+    _list("language.prior_overrides", "stage=prior", *TINY_LANGUAGE, "trainer.max_steps=20"),
     _list("classifier.overrides", "trainer=cpu-tiny", "trainer.max_steps=10", "trainer.batch_size=8", "resolution=64",
           "classifier.growth_rate=8", "classifier.block_config=[2,2,2]", "classifier.num_init_features=16"),
     "generate.groups=[No Finding,Cardiomegaly]",
     "generate.per_group=2",
     "generate.n=2",
-    _list("generate.overrides", "vision.scheduler=ddim", "vision.steps=4", "batch_size=4"),
+    _list("generate.overrides", "vision.scheduler=ddim", "vision.steps=4", "batch_size=4", "language.num_beams=3", "language.no_repeat_ngram_size=4"),
     "reports.max_images=5",
     _list("reports.evaluate_overrides", "eval.metrics=[text,chexpert_f1,guards]", "eval.chexpert_f1.n_bootstrap=20"),
 ]
@@ -63,7 +63,7 @@ def test_demo_writes_every_stage(demo_run):
     assert all(len(re.findall(r"[a-z]{2,}", row["report"].lower())) >= 2 and row["prompt"].startswith("A chest X-Ray image") for row in rows)  # words, not "...."
     report_rows = [json.loads(line) for line in (demo_run / "08-reports" / "pairs.jsonl").read_text().splitlines()]
     assert len(report_rows) == 5 and all(Path(row["image"]).is_file() for row in report_rows)
-    assert all(row["decoding"]["no_repeat_ngram_size"] == 0 and row["decoding"]["num_beams"] >= 1 for row in rows + report_rows)  # full decoding config per sidecar
+    assert all(row["decoding"]["no_repeat_ngram_size"] == 4 and row["decoding"]["num_beams"] == 3 for row in rows + report_rows)  # the demo's decoding, recorded per sidecar
     text = json.loads((demo_run / "09-evaluate-reports" / "metrics.json").read_text())["text"]
     assert 1 <= text["n_reports"] <= 5 and 0.0 <= text["bleu4"] <= text["bleu1"] <= 1.0 and text["bleu1"] > 0  # scored: the images whose study has the reference section; some words of the references
     assert _csv_row(demo_run / "09-evaluate-reports" / "table3.csv")[1:5] == [str(text[f"bleu{k}"]) for k in range(1, 5)]
