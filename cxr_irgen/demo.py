@@ -2,45 +2,96 @@
 → generate pairs → evaluate them → reports for real held-out test images → evaluate those reports
 against the images' own reports, all under one run directory, on CPU in minutes.
 
-Each step composes its own command config (the same files the CLI uses) with the
-demo's overrides and writes to ``<run>/<NN-step>``.
+Each step composes its own command config (the same files the CLI uses) with the demo's
+overrides and its ``seed``, and writes to ``<run>/<NN-step>``. At the end the demo measures the
+showcase figures (:func:`showcase_figures`: phantom signs of the generated images, classifier
+AUROC generated vs real, report-vs-requested labels, repeated sentences, copies), prints them
+against their targets, writes them to ``figures.json`` and renders ``gallery.html``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from hydra import compose
 
-from cxr_irgen.data.labels import CHEXPERT_LABELS, label_key
+from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels, label_key, parse_labels
 from cxr_irgen.utils.rundir import run_dir, start_run
 
 log = logging.getLogger(__name__)
 
+SPLIT_ORDER = ("test", "validate", "train")  # where the showcase takes its label vectors (and their real phantom) first
+# The phantom sign each group shows (cxr_irgen.data.phantom_signs), measured against No Finding images.
+SIGNS = (("heart_width_ratio", "Cardiomegaly"), ("costophrenic_blunting", "Pleural Effusion"), ("lung_brightness", "Lung Opacity"))
+MIN_SIGN_IMAGES = 64  # issue 11: the heart-width AUROC counts only over >= 64 generated images on each side
+# Issue 11's targets: (figure, comparison, bound).
+TARGETS = {
+    "heart_width_auroc": (">=", 0.9),
+    "classifier_auroc_gap": ("<=", 0.05),
+    "report_label_f1": (">=", 0.7),
+    "repeated_sentence_share": ("<=", 0.05),
+    "copy_share": ("<=", 0.0),
+}
 
-def _step(config: str, out: Path, overrides: list[str], task) -> Path:
+
+def _step(config: str, out: Path, overrides: list[str], task, timings: dict) -> Path:
     """Compose ``configs/<config>.yaml`` with ``overrides``, run ``task(cfg)`` into ``out``; returns ``out``."""
     cfg = compose(config, overrides=[*overrides, f"run_dir={out}"])
     start_run(cfg)
     started = time.perf_counter()
     print(f"\n=== {out.name}: {config} {' '.join(overrides)}", flush=True)
     task(cfg)
-    print(f"=== {out.name} done in {time.perf_counter() - started:.0f} s", flush=True)
+    timings[out.name] = round(time.perf_counter() - started, 1)
+    print(f"=== {out.name} done in {timings[out.name]:.0f} s", flush=True)
     return out
 
 
-def test_label_sets(root: Path, limit: int) -> pd.DataFrame:
-    """The distinct label vectors of the phantom test split, most frequent first (CheXpert columns)."""
-    chexpert = pd.read_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz")
-    split = pd.read_csv(root / "mimic-cxr-2.0.0-split.csv.gz")
-    test = chexpert[chexpert.study_id.isin(split.loc[split.split == "test", "study_id"])]
-    keys = test[list(CHEXPERT_LABELS)].apply(lambda row: label_key(row.to_numpy(dtype="float32")), axis=1)
-    first = test.assign(key=keys).groupby("key").head(1).set_index("key")
-    order = keys.value_counts().index[:limit]
-    return first.loc[order, list(CHEXPERT_LABELS)].reset_index(drop=True)
+def in_group(vec: np.ndarray, group: str) -> bool:
+    """Whether a label vector belongs to a showcase group: the observation is 1; No Finding also without any positive finding."""
+    from cxr_irgen.eval.auroc import no_finding_rows
+
+    if group == "No Finding":
+        return len(no_finding_rows(vec[None])[0]) == 1
+    return vec[CHEXPERT_LABELS.index(group)] == 1.0
+
+
+def showcase_plan(index: pd.DataFrame, groups: list[str], per_group: int, n: int) -> pd.DataFrame:
+    """The label vectors to generate, ``n`` seeds each, so every group gets ≥ ``per_group`` images where the data allow.
+
+    For each group in turn, distinct label vectors of PA phantoms in that group are added (test
+    split first, then validate, then train; most frequent first) until the group holds
+    ``per_group`` images (a vector counts for every group it belongs to). Each row keeps one
+    real phantom with exactly those labels (``image_path``, ``split``) for the gallery.
+    Columns: the 14 CheXpert labels, ``key``, ``groups``, ``image_path``, ``split``.
+    """
+    frontal = index[index["view"] == "PA"].copy()
+    labels = frontal[list(CHEXPERT_LABELS)].to_numpy(np.float32)
+    frontal["key"] = [label_key(v) for v in labels]
+    frontal["rank"] = frontal["split"].map({s: i for i, s in enumerate(SPLIT_ORDER)}).fillna(len(SPLIT_ORDER))
+    frontal["count"] = frontal.groupby(["split", "key"])["key"].transform("size")
+    frontal = frontal.sort_values(["rank", "count", "dicom_id"], ascending=[True, False, True], kind="stable")
+    first = frontal.drop_duplicates("key")
+    vectors = dict(zip(first["key"], first[list(CHEXPERT_LABELS)].to_numpy(np.float32)))
+    chosen: list[str] = []
+    counts = dict.fromkeys(groups, 0)
+    for group in groups:
+        for key in first["key"]:
+            if counts[group] >= per_group:
+                break
+            if key in chosen or not in_group(vectors[key], group):
+                continue
+            chosen.append(key)
+            for other in groups:
+                counts[other] += n * in_group(vectors[key], other)
+    plan = first.set_index("key").loc[chosen, [*CHEXPERT_LABELS, "image_path", "split"]].reset_index()
+    plan.insert(1, "groups", [", ".join(g for g in groups if in_group(vectors[k], g)) for k in chosen])
+    return plan
 
 
 def link_test_images(root: Path, out: Path, limit: int) -> Path:
@@ -56,38 +107,186 @@ def link_test_images(root: Path, out: Path, limit: int) -> Path:
     return out
 
 
+def sentences(report: str) -> list[str]:
+    """The report's sentences, lower case, whitespace collapsed, without the final stop."""
+    parts = re.split(r"(?<=[.!?])\s+|\.$", re.sub(r"\s+", " ", str(report).lower()).strip())
+    return [p.strip(" .!?") for p in parts if p.strip(" .!?")]
+
+
+def repeats_a_sentence(report: str) -> bool:
+    """Whether any sentence occurs twice in ``report`` ("No pneumothorax. No pneumothorax.")."""
+    said = sentences(report)
+    return len(said) != len(set(said))
+
+
+def _auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    positive, negative = positive[np.isfinite(positive)], negative[np.isfinite(negative)]
+    if not len(positive) or not len(negative):
+        return None
+    return float(roc_auc_score(np.r_[np.ones(len(positive)), np.zeros(len(negative))], np.r_[positive, negative]))
+
+
+def sign_aurocs(images: list, labels: np.ndarray) -> dict:
+    """Each phantom sign's AUROC, its group vs No Finding, over ``images`` ((H, W) arrays) with (N, 14) ``labels``.
+
+    Returns ``{sign: {"group", "auroc", "n_positive", "n_no_finding", "n_unmeasured"}}``; an image whose
+    chest the measure cannot find (NaN) is left out and counted.
+    """
+    from cxr_irgen.data import phantom_signs
+
+    no_finding = np.array([in_group(v, "No Finding") for v in labels])
+    out = {}
+    for sign, group in SIGNS:
+        members = np.array([in_group(v, group) for v in labels])
+        wanted = np.flatnonzero(members | no_finding)
+        values = np.full(len(labels), np.nan)
+        values[wanted] = [getattr(phantom_signs, sign)(images[i]) for i in wanted]
+        out[sign] = {"group": group, "auroc": _auroc(values[members], values[no_finding]), "n_positive": int(members.sum()),
+                     "n_no_finding": int(no_finding.sum()), "n_unmeasured": int(np.isnan(values[wanted]).sum())}
+    return out
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0
+
+
+def showcase_figures(gen_dir: Path, eval_dir: Path, real: pd.DataFrame) -> dict:
+    """Issue 11's figures of one demo run, each with its counts; ``real``: PA phantoms (image_path + 14 labels).
+
+    - ``signs``: phantom-sign AUROC of the generated images (group vs No Finding), and of ``real``.
+    - ``classifier_auroc``: the demo classifier's mean AUROC on generated vs real test images (07-evaluate).
+    - ``report_label_f1``: micro F1 (positive mentions) of each report's own labels vs the requested labels.
+    - ``repeated_sentence_share``, ``distinct_share``, ``copy_share`` (near copies of training reports).
+    """
+    pairs = [json.loads(line) for line in (gen_dir / "pairs.jsonl").read_text().splitlines()]
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    gen_labels = np.stack([parse_labels(p["labels"]) for p in pairs])
+    images = [_read_gray(gen_dir / p["image"]) for p in pairs]
+    gen_signs = sign_aurocs(images, gen_labels)
+    real_signs = sign_aurocs([_read_gray(Path(p)) for p in real["image_path"]], real[list(CHEXPERT_LABELS)].to_numpy(np.float32))
+    auroc = metrics.get("auroc") or {}
+    gen_mean, real_mean = (auroc.get(k, {}).get("mean") for k in ("generated", "real"))
+    agreement = metrics.get("report_label_agreement", {}).get("positive_only", {}).get("micro_14", {})
+    guards = metrics.get("guards", {})
+    reports = [p["report"] for p in pairs]
+    return {
+        "n_pairs": len(pairs), "image_size": int(images[0].shape[0]) if images else None,
+        "signs": {"generated": gen_signs, "real": real_signs, "real_images": f"{len(real)} PA phantoms of the demo's data"},
+        "heart_width_auroc": gen_signs["heart_width_ratio"]["auroc"],
+        "classifier_auroc": {"generated_mean": gen_mean, "real_mean": real_mean,
+                             "per_pathology": {k: {"generated": auroc["generated"]["per_pathology"][k],
+                                                   "real": auroc.get("real", {}).get("per_pathology", {}).get(k)}
+                                               for k in auroc.get("generated", {}).get("per_pathology", {})}},
+        "classifier_auroc_gap": None if gen_mean is None or real_mean is None else abs(real_mean - gen_mean),
+        "report_label_f1": agreement.get("value"), "report_label_f1_ci95": agreement.get("ci95"),
+        "repeated_sentence_share": float(np.mean([repeats_a_sentence(r) for r in reports])) if reports else None,
+        "distinct_share": guards.get("distinct_share"), "copy_share": guards.get("copy_share"),
+        "decoding": pairs[0].get("decoding") if pairs else None,
+    }
+
+
+def target_rows(figures: dict) -> list[tuple[str, str, str, str]]:
+    """(figure, value, target, met) rows of the figures that have a target."""
+    heart = figures["signs"]["generated"]["heart_width_ratio"]
+    enough = min(heart["n_positive"], heart["n_no_finding"]) - heart["n_unmeasured"] >= MIN_SIGN_IMAGES
+    rows = []
+    for name, (op, bound) in TARGETS.items():
+        value = figures.get(name)
+        met = value is not None and (value >= bound if op == ">=" else value <= bound) and (enough or name != "heart_width_auroc")
+        shown = "—" if value is None else f"{value:.3f}"
+        if name == "heart_width_auroc":
+            shown += f" ({heart['n_positive']} vs {heart['n_no_finding']}{'' if enough else f', < {MIN_SIGN_IMAGES}'})"
+        rows.append((name, shown, f"{op} {bound:g}", "yes" if met else "NO"))
+    return rows
+
+
+def print_figures(figures: dict) -> None:
+    print(f"\nshowcase figures ({figures['n_pairs']} generated pairs at {figures['image_size']} px; figures.json):")
+    for sign, gen in figures["signs"]["generated"].items():
+        real = figures["signs"]["real"][sign]
+        fmt = lambda v: "—" if v is None else f"{v:.3f}"
+        print(f"  {sign:22s} {gen['group']} vs No Finding: AUROC generated {fmt(gen['auroc'])} ({gen['n_positive']} vs {gen['n_no_finding']}, "
+              f"{gen['n_unmeasured']} unmeasured); real phantoms {fmt(real['auroc'])} ({real['n_positive']} vs {real['n_no_finding']})")
+    c = figures["classifier_auroc"]
+    print(f"  classifier mean AUROC: generated {c['generated_mean']}, real test phantoms {c['real_mean']}")
+    print(f"  distinct reports {figures['distinct_share']}")
+    print(f"  {'figure':26s} {'value':>20s}  {'target':8s} met")
+    for name, value, target, met in target_rows(figures):
+        print(f"  {name:26s} {value:>20s}  {target:8s} {met}")
+
+
+def own_reports(reports_dir: Path, index: pd.DataFrame) -> list[dict]:
+    """The 08-reports rows with each image's own findings and labels (from the phantom index)."""
+    from cxr_irgen.data.sections import load_report_sections
+
+    rows = [json.loads(line) for line in (reports_dir / "pairs.jsonl").read_text().splitlines()]
+    by_name = index.assign(name=index["image_path"].map(lambda p: Path(p).name)).set_index("name")
+    studies = by_name.loc[[Path(r["image"]).name for r in rows]]
+    sections = load_report_sections(studies.reset_index()).set_index("study_id")
+    for row, (_, study) in zip(rows, studies.iterrows()):
+        findings = sections["findings"].get(study["study_id"])
+        row["own_report"] = findings if isinstance(findings, str) and findings.strip() else sections["impression"].get(study["study_id"])
+        row["labels"] = format_labels(study[list(CHEXPERT_LABELS)].to_numpy(np.float32))
+    return rows
+
+
 def run(cfg) -> None:
     from cxr_irgen import generate
     from cxr_irgen.data import phantoms
+    from cxr_irgen.data.mimic import load_index
     from cxr_irgen.eval import classifier, evaluate
+    from cxr_irgen.gallery import write_showcase
     from cxr_irgen.language import train as language_train
     from cxr_irgen.vision import train as vision_train
 
     out = run_dir(cfg)
     started = time.perf_counter()
-    data = out / "phantoms"
+    timings: dict = {}
+    seeded = [f"seed={cfg.seed}"]
     p = cfg.phantoms
-    _step("make_phantoms", out / "01-phantoms", [f"out={data}", f"n={p.n}", f"size={p.size}", f"seed={p.seed}"], phantoms.run)
-    on_data = [f"data.root={data}"]
-    vision_dir = _step("train_vision", out / "02-vision", [*on_data, *cfg.vision.overrides], vision_train.run)
-    ae_dir = _step("train_language", out / "03-language-autoencoder", [*on_data, *cfg.language.autoencoder_overrides], language_train.run)
+    if p.get("root"):
+        data = Path(str(p.root)).resolve()
+        print(f"\n=== phantoms: the existing tree {data} (phantoms.root)", flush=True)
+    else:
+        data = out / "phantoms"
+        _step("make_phantoms", out / "01-phantoms", [f"out={data}", f"n={p.n}", f"size={p.size}", f"seed={cfg.seed}"], phantoms.run, timings)
+    on_data = [f"data.root={data}", *seeded]
+    vision_dir = _step("train_vision", out / "02-vision", [*on_data, *cfg.vision.overrides], vision_train.run, timings)
+    ae_dir = _step("train_language", out / "03-language-autoencoder", [*on_data, *cfg.language.autoencoder_overrides], language_train.run, timings)
     prior_dir = _step("train_language", out / "04-language-prior",
-                      [*on_data, f"autoencoder={ae_dir}", *cfg.language.prior_overrides], language_train.run)
-    clf_dir = _step("train_classifier", out / "05-classifier", [*on_data, *cfg.classifier.overrides], classifier.run)
-    labels_csv = out / "test_labels.csv"
-    test_label_sets(data, cfg.generate.max_label_sets).to_csv(labels_csv, index=False)
+                      [*on_data, f"autoencoder={ae_dir}", *cfg.language.prior_overrides], language_train.run, timings)
+    clf_dir = _step("train_classifier", out / "05-classifier", [*on_data, *cfg.classifier.overrides], classifier.run, timings)
+    index = load_index(data)
+    g = cfg.generate
+    plan = showcase_plan(index, list(g.groups), int(g.per_group), int(g.n))
+    plan.to_csv(out / "showcase_plan.csv", index=False)
+    labels_csv = out / "showcase_labels.csv"
+    plan[list(CHEXPERT_LABELS)].to_csv(labels_csv, index=False)
     gen_dir = _step("generate", out / "06-generate",
-                    [*on_data, f"labels_file={labels_csv}", f"n={cfg.generate.n}", f"vision.checkpoint={vision_dir}",
-                     f"language.checkpoint={prior_dir}", *cfg.generate.overrides], generate.run)
+                    [*on_data, f"labels_file={labels_csv}", f"n={g.n}", f"vision.checkpoint={vision_dir}",
+                     f"language.checkpoint={prior_dir}", *g.overrides], generate.run, timings)
     on_classifier = [f"eval.auroc.classifier={clf_dir}", f"eval.fid.classifier={clf_dir}"]
     eval_dir = _step("evaluate", out / "07-evaluate",
-                     [*on_data, f"generated={gen_dir}", *on_classifier, *cfg.evaluate.overrides], evaluate.run)
+                     [*on_data, f"generated={gen_dir}", *on_classifier, *cfg.evaluate.overrides], evaluate.run, timings)
     test_images = link_test_images(data, out / "test_images", cfg.reports.max_images)
     reports_dir = _step("generate", out / "08-reports",
-                        [*on_data, "mode=reports", f"images_dir={test_images}", f"language.checkpoint={prior_dir}"], generate.run)
+                        [*on_data, "mode=reports", f"images_dir={test_images}", f"language.checkpoint={prior_dir}", *cfg.reports.overrides],
+                        generate.run, timings)
     reports_eval_dir = _step("evaluate", out / "09-evaluate-reports",
-                             [*on_data, f"generated={reports_dir}", *cfg.reports.evaluate_overrides], evaluate.run)
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+                             [*on_data, f"generated={reports_dir}", *cfg.reports.evaluate_overrides], evaluate.run, timings)
+    measuring = time.perf_counter()
+    figures = showcase_figures(gen_dir, eval_dir, index[index["view"] == "PA"])
+    timings["figures"] = round(time.perf_counter() - measuring, 1)
+    figures.update(seed=int(cfg.seed), timings=timings, wall_s=round(time.perf_counter() - started, 1))
+    (out / "figures.json").write_text(json.dumps(figures, indent=1))
+    print_figures(figures)
+    pairs = [json.loads(line) for line in (gen_dir / "pairs.jsonl").read_text().splitlines()]
+    gallery = write_showcase(out, plan, pairs, int(g.n), index, own_reports(reports_dir, index), figures, target_rows(figures))
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s (seed {cfg.seed})")
     print(f"tables (printed above by each evaluate step): {eval_dir / 'tables.md'} and {reports_eval_dir / 'tables.md'}")
-    print(f"gallery: {gen_dir / 'index.html'}")
-    print(f"metrics: {eval_dir / 'metrics.json'} and {reports_eval_dir / 'metrics.json'}")
+    print(f"gallery: {gallery}")
+    print(f"figures: {out / 'figures.json'}; metrics: {eval_dir / 'metrics.json'} and {reports_eval_dir / 'metrics.json'}")

@@ -237,15 +237,22 @@ def _load_language(cfg, device):
     return load_report_generator(language_run_dir(cfg.language.checkpoint)).to(device)
 
 
-def _reports(generator, images: torch.Tensor, cfg) -> list[str]:
+def _decode_options(cfg) -> dict:
+    """``language.*`` decoding options; ``no_repeat_ngram_size`` only when set (not every report-model kind takes it)."""
     lang = cfg.language
-    return generator(images, batch_size=cfg.batch_size, num_beams=lang.num_beams, do_sample=lang.do_sample, top_p=lang.top_p, max_length=lang.max_length)
+    options = {"num_beams": lang.num_beams, "do_sample": lang.do_sample, "top_p": lang.top_p, "max_length": lang.max_length}
+    if lang.get("no_repeat_ngram_size") is not None:
+        options["no_repeat_ngram_size"] = int(lang.no_repeat_ngram_size)
+    return options
+
+
+def _reports(generator, images: torch.Tensor, cfg) -> list[str]:
+    return generator(images, batch_size=cfg.batch_size, **_decode_options(cfg))
 
 
 def _decoding(generator, cfg) -> dict | None:
     """The full report decoding config of :func:`_reports` (recorded in each sidecar); None without reports."""
-    lang = cfg.language
-    return None if generator is None else generator.decoding_settings(num_beams=lang.num_beams, do_sample=lang.do_sample, top_p=lang.top_p, max_length=lang.max_length)
+    return None if generator is None else generator.decoding_settings(**_decode_options(cfg))
 
 
 def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:

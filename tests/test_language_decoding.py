@@ -60,3 +60,17 @@ def test_decoding_settings_name_every_field_that_changes_the_output(autoencoder)
     json.dumps(settings)  # recorded as JSON in metrics.json and in the generate sidecars
     sampled = autoencoder.decoding_settings(do_sample=True, top_p=0.8)
     assert sampled["do_sample"] and sampled["top_p"] == 0.8 and sampled["top_k"] == 0
+
+
+def test_no_repeat_ngram_size_is_a_named_setting_that_stops_the_repeats(autoencoder):
+    """``no_repeat_ngram_size`` (generate's ``language.no_repeat_ngram_size``) is recorded and forbids a repeated n-gram."""
+    embeddings = torch.randn(2, 32, generator=torch.Generator().manual_seed(1))
+    assert autoencoder.decoding_settings(no_repeat_ngram_size=2)["no_repeat_ngram_size"] == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = autoencoder.decode(embeddings, max_length=8)
+        blocked = autoencoder.decode(embeddings, max_length=8, no_repeat_ngram_size=2)
+    for text in blocked:
+        ids = autoencoder.tokenizer(text, add_special_tokens=False).input_ids
+        assert len(set(zip(ids, ids[1:]))) == len(ids) - 1, text
+    assert blocked != plain  # greedy alone repeats "clear"

@@ -61,6 +61,10 @@ def test_unshuffle_codec_is_exact_inverse():
     latents = codec.encode(images)
     assert latents.shape == (3, 4, 16, 16)
     torch.testing.assert_close(codec.decode(latents), images)
+    wide = UnshuffleCodec(factor=4)  # the demo's 64 px model: (B, 16, 16, 16) latents
+    images = torch.rand(3, 1, 64, 64)
+    assert wide.encode(images).shape == (3, 16, 16, 16) and (wide.latent_channels, wide.downscale) == (16, 4)
+    torch.testing.assert_close(wide.decode(wide.encode(images)), images)
 
 
 def test_sd_vae_shapes_and_scaling():

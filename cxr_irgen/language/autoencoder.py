@@ -124,19 +124,20 @@ class ReportAutoencoder(nn.Module):
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         return reconstruction_loss(self.logits(embeddings, decoder_input_ids), labels)
 
-    def decoding_settings(self, max_length: int = 128, num_beams: int = 1, do_sample: bool = False, top_p: float = 0.9) -> dict:
+    def decoding_settings(self, max_length: int = 128, num_beams: int = 1, do_sample: bool = False, top_p: float = 0.9, no_repeat_ngram_size: int = 0) -> dict:
         """Every decoding field :meth:`decode` sets, explicitly (recorded in runs and sidecars).
 
         Nothing is left to the checkpoint's own ``generation_config``: bart-base's carries
         ``no_repeat_ngram_size=3``, ``num_beams=4``, ``length_penalty=2``, ``early_stopping`` and
         ``forced_bos_token_id``, which transformers would otherwise fill into every unset field.
         Greedy and beam search ignore ``top_p``/``top_k``/``temperature`` (set to transformers' defaults
-        then); nucleus sampling uses ``top_p`` alone (``top_k=0``).
+        then); nucleus sampling uses ``top_p`` alone (``top_k=0``). ``no_repeat_ngram_size`` n > 0 forbids any
+        token n-gram twice in one report (0: off, the paper's setting).
         """
         config = self.bart.config
         return {
             "max_new_tokens": int(max_length), "min_new_tokens": 0, "num_beams": int(num_beams), "do_sample": bool(do_sample),
-            "top_p": float(top_p) if do_sample else 1.0, "top_k": 0 if do_sample else 50, "temperature": 1.0, "no_repeat_ngram_size": 0,
+            "top_p": float(top_p) if do_sample else 1.0, "top_k": 0 if do_sample else 50, "temperature": 1.0, "no_repeat_ngram_size": int(no_repeat_ngram_size),
             "repetition_penalty": 1.0, "length_penalty": 1.0, "early_stopping": False, "num_return_sequences": 1,
             "forced_bos_token_id": None, "forced_eos_token_id": None, "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
             "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id,
@@ -152,6 +153,7 @@ class ReportAutoencoder(nn.Module):
         do_sample: bool = False,
         top_p: float = 0.9,
         batch_size: int = 64,
+        no_repeat_ngram_size: int = 0,
     ) -> list[str]:
         """Embeddings (B, d) → B reports; batched, each stops at ``</s>`` or after ``max_length`` new tokens.
 
@@ -161,7 +163,7 @@ class ReportAutoencoder(nn.Module):
         from transformers import GenerationConfig
         from transformers.modeling_outputs import BaseModelOutput
 
-        generation = GenerationConfig(**self.decoding_settings(max_length, num_beams, do_sample, top_p))
+        generation = GenerationConfig(**self.decoding_settings(max_length, num_beams, do_sample, top_p, no_repeat_ngram_size))
         self.bart.generation_config = generation
         reports: list[str] = []
         for chunk in embeddings.split(int(batch_size)):

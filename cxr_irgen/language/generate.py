@@ -89,9 +89,10 @@ class ReportGenerator:
         """(B, 1, H, W) in [0, 1] → predicted report embeddings (B, d)."""
         return self.prior(self.representation(images.to(self.device))).float()
 
-    def decoding_settings(self, num_beams: int = 1, do_sample: bool = False, top_p: float = 0.9, max_length: int = 128) -> dict:
+    def decoding_settings(self, num_beams: int = 1, do_sample: bool = False, top_p: float = 0.9, max_length: int = 128, no_repeat_ngram_size: int = 0) -> dict:
         """The full decoding config :meth:`__call__` uses with these arguments (recorded in each generate sidecar)."""
-        return self.autoencoder.decoding_settings(max_length=max_length, num_beams=num_beams, do_sample=do_sample, top_p=top_p)
+        return self.autoencoder.decoding_settings(max_length=max_length, num_beams=num_beams, do_sample=do_sample, top_p=top_p,
+                                                  no_repeat_ngram_size=no_repeat_ngram_size)
 
     @torch.no_grad()
     def __call__(
@@ -102,6 +103,7 @@ class ReportGenerator:
         do_sample: bool = False,
         top_p: float = 0.9,
         max_length: int = 128,
+        no_repeat_ngram_size: int = 0,
     ) -> list[str]:
         """One report per image; greedy (default), beam (``num_beams``) or nucleus (``do_sample``, ``top_p``) decoding."""
         if images.ndim != 4 or images.shape[1] != 1:
@@ -109,7 +111,8 @@ class ReportGenerator:
         reports: list[str] = []
         for chunk in images.split(int(batch_size)):
             embeddings = self.embeddings(chunk)
-            reports += self.autoencoder.decode(embeddings, max_length=max_length, num_beams=num_beams, do_sample=do_sample, top_p=top_p, batch_size=batch_size)
+            reports += self.autoencoder.decode(embeddings, max_length=max_length, num_beams=num_beams, do_sample=do_sample, top_p=top_p,
+                                               batch_size=batch_size, no_repeat_ngram_size=no_repeat_ngram_size)
         return reports
 
 

@@ -3,7 +3,7 @@
     generator = CxrIrgenReportGenerator.from_run_dir("outputs/train_language/PRIOR_RUN")
     generator.save_pretrained("exported/")   # autoencoder/ + prior/ (with generator.json) + report_generator.json
 
-Decoding options are the language module's: ``num_beams``, ``do_sample``, ``top_p``, ``max_length``.
+Decoding options are the language module's: ``num_beams``, ``do_sample``, ``top_p``, ``max_length``, ``no_repeat_ngram_size``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from cxr_irgen.language.generate import ReportGenerator as LanguageChain
 from cxr_irgen.language.prior import PRIOR_FILE
 from cxr_irgen.report_models.interface import ReportGenerator, register_generator
 
-LANGUAGE_DEFAULTS = {"num_beams": 1, "do_sample": False, "top_p": 0.9, "max_length": 128}
+LANGUAGE_DEFAULTS = {"num_beams": 1, "do_sample": False, "top_p": 0.9, "max_length": 128, "no_repeat_ngram_size": 0}
 
 
 def is_prior_run(path: str | Path) -> bool:

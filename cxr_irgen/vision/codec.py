@@ -2,8 +2,10 @@
 
 Both map images (B, 1, H, W) in [0, 1] to latents (B, 4, H/f, W/f) ready for the diffusion
 backbone (already scaled) and back. ``kind: sd`` is AutoencoderKL (f = 8, scale 0.18215,
-gray → RGB in [-1, 1]); ``kind: unshuffle`` is for tiny test configs (f = 2): a random VAE's
-decoder does not invert its encoder, so it cannot serve learning tests, while this codec is exact.
+gray → RGB in [-1, 1]); ``kind: unshuffle`` is for tiny test configs (f = ``factor``, 2 by default:
+(B, 4, H/2, W/2); 4 gives (B, 16, H/4, W/4), so a 64 px image costs the backbone what a 32 px one does
+at f = 2): a random VAE's decoder does not invert its encoder, so it cannot serve learning tests,
+while this codec is exact.
 """
 
 from __future__ import annotations
@@ -47,28 +49,26 @@ class StableDiffusionVae(nn.Module):
 
 
 class UnshuffleCodec(nn.Module):
-    """Fixed invertible codec: pixel-unshuffle by 2 to 4 channels, then ``(x - shift) * scale``."""
+    """Fixed invertible codec: pixel-unshuffle by ``factor`` f to f² channels, then ``(x - shift) * scale``."""
 
-    latent_channels = 4
-    downscale = 2
-
-    def __init__(self, shift: float = 0.5, scale: float = 4.0):
+    def __init__(self, shift: float = 0.5, scale: float = 4.0, factor: int = 2):
         super().__init__()
         self.shift, self.scale = float(shift), float(scale)
+        self.downscale, self.latent_channels = int(factor), int(factor) ** 2
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) in [0, 1] → (B, 4, H/2, W/2)."""
-        return (F.pixel_unshuffle(images.float(), 2) - self.shift) * self.scale
+        """(B, 1, H, W) in [0, 1] → (B, f², H/f, W/f)."""
+        return (F.pixel_unshuffle(images.float(), self.downscale) - self.shift) * self.scale
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, 4, h, w) → (B, 1, 2h, 2w) in [0, 1]."""
-        return F.pixel_shuffle(latents.float() / self.scale + self.shift, 2).clamp(0, 1)
+        """(B, f², h, w) → (B, 1, f·h, f·w) in [0, 1]."""
+        return F.pixel_shuffle(latents.float() / self.scale + self.shift, self.downscale).clamp(0, 1)
 
 
 def build_vae(cfg) -> StableDiffusionVae | UnshuffleCodec:
     """``cfg.kind``: ``sd`` (pretrained hub id/dir + subfolder vae, or random from ``config``) or ``unshuffle``."""
     if cfg.kind == "unshuffle":
-        return UnshuffleCodec(cfg.get("shift", 0.5), cfg.get("scale", 4.0))
+        return UnshuffleCodec(cfg.get("shift", 0.5), cfg.get("scale", 4.0), cfg.get("factor", 2))
     if cfg.kind != "sd":
         raise UserError(f"vae.kind={cfg.kind!r}: use sd or unshuffle")
     from diffusers import AutoencoderKL
