@@ -1,14 +1,15 @@
 """Demo training stalls: per-step time of the demo's tiny U-Net `train-vision` next to the denormal
-floats in its convolution inputs, parameters, gradients and AdamW state.
+floats in its convolution inputs, parameters, gradients and AdamW state, and the machine's load.
 
 A float32 below 1.18e-38 is denormal; x86 CPUs handle such numbers in microcode, ~10x slower for
-element-wise ops and ~100x for a convolution (``--probe`` measures both on this machine). A training
-run whose weights, gradients or optimizer moments pass through that range slows down for as long as
-they stay there. The trainer flushes denormals to zero (``trainer.flush_denormal``, on by default);
-``--keep-denormal`` runs the same training without it.
+element-wise ops and ~100x for a convolution (the probe at the start measures both here). A run whose
+weights, gradients or optimizer moments passed through that range would slow down for as long as they
+stayed there, so the trainer flushes denormals to zero (``trainer.flush_denormal``, on by default);
+``--keep-denormal`` runs the same training without the flush, to see whether any appear. Each 50-step
+window prints its rate, its most denormals and the 1-minute load average, so slow windows can be set
+against both.
 
-    python benchmarks/demo_stalls.py --steps 1000                   # the demo's vision step, flush on
-    python benchmarks/demo_stalls.py --steps 1000 --keep-denormal   # the same run, denormals kept
+    python benchmarks/demo_stalls.py --steps 1000 --keep-denormal   # the demo's vision step, denormals kept
 
 Steps slower than 3x the median are stalls. The last line is one JSON object.
 """
@@ -78,7 +79,7 @@ class StepRecorder:
             if len(self.rows) % 50 == 0:
                 chunk = self.rows[-50:]
                 print(f"steps {len(self.rows) - 48}-{len(self.rows) + 1}: {len(chunk) / sum(r['s'] for r in chunk):.2f} it/s, most denormals in a step: "
-                      + ", ".join(f"{k} {max(r[k] for r in chunk)}" for k in ("conv_inputs", "grads", "params", "states")), flush=True)
+                      + ", ".join(f"{k} {max(r[k] for r in chunk)}" for k in ("conv_inputs", "grads", "params", "states")) + f"; load {os.getloadavg()[0]:.1f}", flush=True)
         self._inputs = 0
         self.last = time.perf_counter()  # the counting above is not part of the next step's time
 
