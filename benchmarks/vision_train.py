@@ -17,7 +17,7 @@ both. Speed levers (``--levers``) rerun ours with one trainer switch each on, an
 On CUDA the reference child also counts the U-Net's training FLOPs per step (torch.utils.flop_counter),
 giving ours' model FLOP utilisation against the GPU's dense bf16 peak.
 
-    python benchmarks/vision_train.py --model unet-sd14-random --batch 2 --steps 3 --warmup 1      # CPU, SD v1.4 size
+    python benchmarks/vision_train.py --model unet-sd14-random --batch 1 --steps 2 --warmup 1 --levers none --split-reference   # CPU, SD v1.4 size
     python benchmarks/vision_train.py --model unet-sd14-random --device cuda --batch 32 --precision bf16 --steps 20 --warmup 5
     python benchmarks/vision_train.py --model unet-tiny --image-size 32 --batch 4 --steps 3 --levers none    # smoke
 
@@ -77,7 +77,8 @@ def cli(*args: str) -> list[str]:
 
 
 def _reference_child(args) -> None:
-    """The diffusers recipe loop (see the module docstring); prints one JSON line."""
+    """The diffusers recipe loop (see the module docstring); prints one JSON line. ``--reference-part encoders`` times
+    only each step's encoding (no U-Net in memory), ``unet`` only the U-Net step on features encoded once before."""
     import torch
     import torch.nn.functional as F
 
@@ -86,10 +87,9 @@ def _reference_child(args) -> None:
     device = torch.device(args.device)
     cfg = model_config(args.model, [f"image_size={args.image_size}"] if args.image_size else [])
     encoders = build_encoders(cfg)
-    model = build_vision_model(cfg, encoders).to(device).train()
+    model = build_vision_model(cfg, encoders).to(device).train() if args.reference_part != "encoders" else None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision, torch.float32)
     encoders.to(device, dtype)
-    unet, conditioning = model.backbone, model.conditioning
     noise_scheduler = build_noise_scheduler(cfg)
     g = torch.Generator().manual_seed(0)
     n, size = args.batch * 4, int(cfg.image_size)
@@ -97,20 +97,32 @@ def _reference_child(args) -> None:
     references = torch.rand(n, 1, size, size, generator=g)
     prompts = [f"A chest X-Ray image with cardiomegaly, without edema and pneumothorax {i}" for i in range(n)]
     loader = torch.utils.data.DataLoader(list(range(n)), batch_size=args.batch, shuffle=True, drop_last=True, generator=g)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, betas=(0.9, 0.999), weight_decay=0.01)
     amp = dtype != torch.float32
 
-    def step(ids):
+    @torch.no_grad()
+    def encode(ids):
         pixels, refs = images[ids].to(device, dtype), references[ids].to(device, dtype)
-        with torch.no_grad():
-            latents = encoders.vae.encode(pixels).float()
-            features = encoders.text_encoder([prompts[i] for i in ids.tolist()])
-            features["image_embeds"] = encoders.image_encoder(refs) if encoders.image_encoder is not None else None
+        features = encoders.text_encoder([prompts[i] for i in ids.tolist()])
+        features["image_embeds"] = encoders.image_encoder(refs) if encoders.image_encoder is not None else None
+        return encoders.vae.encode(pixels).float(), {k: v.float() for k, v in features.items() if v is not None}
+
+    if args.reference_part == "unet":  # encode every item once, then free the encoders
+        encoded = [encode(torch.tensor([i])) for i in range(n)]
+        encode = lambda ids: (torch.cat([encoded[i][0] for i in ids]), {k: torch.cat([encoded[i][1][k] for i in ids]) for k in encoded[0][1]})
+        encoders = None
+    if model is not None:
+        unet, conditioning = model.backbone, model.conditioning
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, betas=(0.9, 0.999), weight_decay=0.01)
+
+    def step(ids):
+        latents, features = encode(ids)
+        if model is None:
+            return latents.sum()
         noise = torch.randn_like(latents)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=device)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
-            context = conditioning({k: v.float() for k, v in features.items() if v is not None})
+            context = conditioning(features)
             pred = unet(noisy, timesteps, encoder_hidden_states=context).sample
         loss = F.mse_loss(pred.float(), noise.float())
         loss.backward()
@@ -135,7 +147,7 @@ def _reference_child(args) -> None:
         sync()
         times.append(time.perf_counter() - start)
     result = {"step_s": times[args.warmup :]}
-    if device.type == "cuda":
+    if device.type == "cuda" and args.reference_part == "all":
         from torch.utils.flop_counter import FlopCounterMode
 
         result["peak_cuda_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -162,6 +174,25 @@ def _ours(args, work: Path, env: dict, features: Path, name: str, extra: list[st
     return result
 
 
+def _reference(args, env: dict) -> dict:
+    """The reference in one child, or (``--split-reference``) its encoders and its U-Net step in two children one after
+    the other, step times added: each part then fits in the memory the whole recipe would need at once."""
+    parts = ("encoders", "unet") if args.split_reference else ("all",)
+    runs = {}
+    for part in parts:
+        argv = [sys.executable, __file__, "--reference-child", *sys.argv[1:], "--device", args.device, "--precision", args.precision, "--reference-part", part]
+        _, peak, text = run_child(argv, env)
+        runs[part] = {**json.loads(text.strip().splitlines()[-1]), "peak_rss_mb": round(peak)}
+    reference = dict(runs[parts[-1]])
+    reference["step_s"] = [sum(t) for t in zip(*(r["step_s"] for r in runs.values()))]
+    reference["images_per_s"] = args.batch * len(reference["step_s"]) / sum(reference["step_s"])
+    if args.split_reference:
+        reference["parts"] = {part: {"step_s": r["step_s"], "peak_rss_mb": r["peak_rss_mb"]} for part, r in runs.items()}
+        reference["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs.values())
+        reference["peak_rss_mb_is"] = "the larger part's; the recipe in one process holds both parts' weights at once"
+    return reference
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="unet-sd14-random", help="vision/model config (unet-sd14-random, uvit-tiny, unet-tiny, ...)")
@@ -175,7 +206,9 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--levers", default="channels_last,fused_adamw", help=f"comma list of {', '.join(LEVERS)}, or none")
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for the children (0: unchanged)")
+    parser.add_argument("--split-reference", action="store_true", help="time the reference's encoders and U-Net step in two children (less memory)")
     parser.add_argument("--reference-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reference-part", default="all", choices=("all", "encoders", "unet"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device is None:
         import torch
@@ -202,9 +235,7 @@ def main() -> None:
         print(f"feature cache of up to {n_images} images written in {prepare_s:.0f} s", flush=True)
         features = work / "prepare" / "features"
         ours = _ours(args, work, env, features, "default", [])
-        _, ref_peak, text = run_child([sys.executable, __file__, "--reference-child", *sys.argv[1:], "--device", args.device, "--precision", args.precision], env)
-        reference = json.loads(text.strip().splitlines()[-1])
-        reference.update(images_per_s=args.batch * len(reference["step_s"]) / sum(reference["step_s"]), peak_rss_mb=round(ref_peak))
+        reference = _reference(args, env)
         print("reference", json.dumps({k: v for k, v in reference.items() if k != "step_s"}), flush=True)
         lever_results = {}
         for lever in levers:

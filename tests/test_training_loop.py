@@ -165,3 +165,13 @@ def test_non_finite_loss_on_one_process_stops_every_process(tmp_path):
     ranks = launch("nan", tmp_path, timeout=120)
     for rank in ranks:
         assert rank["error"] and "loss became nan at step 2" in rank["error"], rank
+
+
+def test_denormal_floats_are_flushed_while_training(tmp_path):
+    """float32 below 1.2e-38 makes x86 ops 10-100x slower (benchmarks/demo_stalls.py): the trainer flushes it to zero,
+    unless trainer.flush_denormal=false."""
+    seen = []
+    product = lambda step, model: seen.append((torch.tensor([1e-30]) * 1e-9).item())  # 1e-39: denormal
+    run(tmp_path / "flushed", on_step=product, max_steps=1)
+    run(tmp_path / "kept", on_step=product, max_steps=1, flush_denormal=False)
+    assert seen[0] == 0.0 and seen[1] == pytest.approx(1e-39, rel=1e-3)

@@ -165,6 +165,7 @@ def train(
     from cxr_irgen.utils.progress import progress_bar
 
     cfg = trainer_cfg
+    torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))  # denormal floats stall CPU training (benchmarks/demo_stalls.py)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise UserError("nothing to train: every parameter of the model is frozen")

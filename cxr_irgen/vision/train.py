@@ -62,7 +62,7 @@ class SampleGrid:
     """Every ``every`` steps, write ``samples/step-NNNNNNN.png``: one row of images for fixed label
     vectors and reference images (DDIM, fixed seeds), on the main process."""
 
-    def __init__(self, accelerator, encoders: FrozenEncoders, model_cfg, index, reference, out_dir: Path, every: int, n: int, steps: int, guidance: float, seed: int):
+    def __init__(self, accelerator, encoders: FrozenEncoders | None, model_cfg, index, reference, out_dir: Path, every: int, n: int, steps: int, guidance: float, seed: int):
         from cxr_irgen.data.imageio import read_image
         from cxr_irgen.data.labels import CHEXPERT_LABELS
 
@@ -128,7 +128,10 @@ def run(cfg) -> None:
     if cfg.trainer.gradient_checkpointing:
         model.backbone.enable_gradient_checkpointing()
     apply_speed_levers(model.backbone, cfg.trainer)
-    encoders.to(accelerator.device, _frozen_dtype(cfg.trainer.mixed_precision))
+    if cfg.features and not cfg.sample_every:
+        encoders = None  # training from the cache never runs the frozen encoders: free their memory (2 GB at SD size)
+    else:
+        encoders.to(accelerator.device, _frozen_dtype(cfg.trainer.mixed_precision))
     uses_reference = model.conditioning.uses_image
     reference = ReferenceIndex.from_index(index, exclude_rule=str(model_cfg.reference.exclude)) if uses_reference else None
     if reference is not None:
