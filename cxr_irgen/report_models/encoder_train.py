@@ -14,7 +14,7 @@ Then ``cxr-irgen train-report-model encoder=fve encoder_args.checkpoint=RUN_DIR`
 FVE targets: coarse = the label table's 14 CheXpert labels (1 → positive, else negative);
 fine = :mod:`~cxr_irgen.report_models.fine_labels` on the ``text`` section. ``loss=bce`` or
 ``loss=auc_margin`` (the paper's DAM: :mod:`~cxr_irgen.report_models.auc_loss`, margin
-``auc_margin``). Model selection (:class:`Selection`): the validate split is scored every
+``margin``). Model selection (:class:`Selection`): the validate split is scored every
 ``selection.every`` steps (default once per epoch); each FVE classifier keeps its weights of
 best validation AUROC (as if trained apart), a CLIP encoder those of lowest validation loss;
 training stops when none improved for ``selection.patience`` validations (paper, FVE: 10),
@@ -307,7 +307,7 @@ def run(cfg: DictConfig) -> Path:
         log.info("fine-grained classes: %d (min_count %d)", len(fine), int(cfg.fine_labels.min_count))
     extra = _targets(pairs, table, fine, is_ccve)
     if is_fve:
-        model: nn.Module = ClassifierPair(encoder, len(fine), loss, (extra["coarse"].mean(0), extra["fine"].mean(0)), float(cfg.auc_margin))
+        model: nn.Module = ClassifierPair(encoder, len(fine), loss, (extra["coarse"].mean(0), extra["fine"].mean(0)), float(cfg.margin))
         collate_fn = _classifier_collate
     else:
         model = ContrastiveClip(encoder, encoder_cfg.clip)
