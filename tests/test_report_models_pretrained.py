@@ -9,17 +9,19 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.report_models.encoders import build_encoder, build_timm, model_config
-
-DVE_KWARGS = OmegaConf.to_container(model_config("encoder", "dve-tiny").kwargs)
-
-
-def _published_densenet() -> dict[str, torch.Tensor]:
-    """A timm DenseNet of dve-tiny's size with a 5-class head, as a published checkpoint holds it."""
-    return {k: v.clone() for k, v in build_timm("densenet121", DVE_KWARGS, num_classes=5).state_dict().items()}
+from cxr_irgen.report_models.encoders import (
+    BACKBONE_FILES, ENCODER_FILE, backbone_state, build_encoder, build_timm, encoder_weights_path, model_config,
+)
+from cxr_irgen.report_models.weights import load_strict, read_weights, resolve_weights
 
 
-def _fake_hub(cache, repo: str, files: dict[str, object]) -> None:
+def _timm_with_head(name: str, num_classes: int) -> dict[str, torch.Tensor]:
+    """A timm backbone of encoder ``name``'s size with a classifier head, as a published checkpoint holds it."""
+    cfg = model_config("encoder", name)
+    return dict(build_timm(cfg.model_name, OmegaConf.to_container(cfg.kwargs), num_classes=num_classes).state_dict())
+
+
+def _fake_hub(cache, repo: str, files: dict[str, dict]) -> None:
     snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "0123abcd"
     snapshot.mkdir(parents=True)
     (snapshot.parents[1] / "refs").mkdir()
@@ -28,48 +30,39 @@ def _fake_hub(cache, repo: str, files: dict[str, object]) -> None:
         save_file(state, str(snapshot / name)) if name.endswith(".safetensors") else torch.save(state, snapshot / name)
 
 
-def test_pretrained_from_a_local_file_or_folder_loads_strictly(tmp_path):
-    published = _published_densenet()
-    save_file(published, str(tmp_path / "model.safetensors"))
-    for source in (tmp_path / "model.safetensors", tmp_path):
-        encoder = build_encoder("dve-tiny", {"pretrained": str(source)})
-        own = encoder.backbone.state_dict()
-        assert all(torch.equal(own[k], v) for k, v in published.items() if not k.startswith("classifier."))
-
-    # FVE: the same backbone weights initialise both classifiers
-    convnext = model_config("encoder", "fve-tiny")
-    save_file(build_timm(convnext.model_name, OmegaConf.to_container(convnext.kwargs), num_classes=3).state_dict(), str(tmp_path / "convnext.safetensors"))
-    fve = build_encoder("fve-tiny", {"pretrained": str(tmp_path / "convnext.safetensors")})
-    assert all(torch.equal(v, fve.fine.state_dict()[k]) for k, v in fve.coarse.state_dict().items())
-
-    key = next(k for k in published if k.startswith("features."))
-    save_file({k: v for k, v in published.items() if k != key}, str(tmp_path / "short.safetensors"))
-    with pytest.raises(UserError, match=r"1 missing key\(s\) \(first \['" + key.replace(".", r"\.")):
-        build_encoder("dve-tiny", {"pretrained": str(tmp_path / "short.safetensors")})
-
-
-def test_pretrained_and_checkpoint_from_an_offline_hub_cache(tmp_path, monkeypatch):
+def test_pretrained_and_checkpoint_from_files_folders_and_an_offline_hub_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     cache = tmp_path / "hub"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    published = _published_densenet()
-    clip_encoder = build_encoder("cve-tiny")
-    whole_clip = {f"visual.{k}": v.clone() + 1 for k, v in clip_encoder.visual.state_dict().items()}
-    whole_clip["text_projection"] = torch.zeros(4, 4)
-    _fake_hub(cache, "org/dve-tiny", {"model.safetensors": published})
-    _fake_hub(cache, "org/cve-tiny", {"open_clip_pytorch_model.bin": whole_clip})
-    _fake_hub(cache, "org/cve-encoder", {"encoder.safetensors": {f"visual.{k}": v.clone() + 2 for k, v in clip_encoder.visual.state_dict().items()}})
+    densenet = _timm_with_head("dve-tiny", 5)
+    _fake_hub(cache, "org/dve-tiny", {"model.safetensors": densenet})
 
+    # a timm checkpoint by hub id: every key but the classifier head of the headless backbone
     dve = build_encoder("dve-tiny", {"pretrained": "hf-hub:org/dve-tiny"})
-    assert torch.equal(dve.backbone.state_dict()[next(iter(published))], next(iter(published.values())))
-    cve = build_encoder("cve-tiny", {"pretrained": "org/cve-tiny"})  # a whole CLIP: its visual.* keys
-    key = next(iter(whole_clip))
-    assert torch.equal(cve.visual.state_dict()[key[len("visual."):]], whole_clip[key])
-    cve = build_encoder("cve-tiny", {"checkpoint": "hf-hub:org/cve-encoder"})
-    assert torch.allclose(cve.visual.state_dict()[key[len("visual."):]], whole_clip[key] + 1)
+    own = dve.backbone.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in densenet.items() if not k.startswith("classifier."))
+    # strict: a checkpoint without one of the backbone's keys is an error naming it
+    key = next(k for k in densenet if k.startswith("features."))
+    with pytest.raises(UserError, match=r"1 missing key\(s\) \(first \['" + key.replace(".", r"\.")):
+        load_strict(dve.backbone, backbone_state(dve.backbone, {k: v for k, v in densenet.items() if k != key}), "short")
 
+    # FVE: one local file initialises both classifiers; a folder resolves to the file it holds
+    save_file(_timm_with_head("fve-tiny", 3), str(tmp_path / "model.safetensors"))
+    assert resolve_weights(tmp_path, BACKBONE_FILES) == tmp_path / "model.safetensors"
+    fve = build_encoder("fve-tiny", {"pretrained": str(tmp_path)})
+    assert all(torch.equal(v, fve.fine.state_dict()[k]) for k, v in fve.coarse.state_dict().items())
+
+    # a whole CLIP checkpoint (torch format): its visual.* keys; an encoder checkpoint by hub id
+    cve = build_encoder("cve-tiny")
+    whole_clip = {f"visual.{k}": v + 1 for k, v in cve.visual.state_dict().items()} | {"text_projection": torch.zeros(4, 4)}
+    _fake_hub(cache, "org/cve-tiny", {"open_clip_pytorch_model.bin": whole_clip, ENCODER_FILE: {"visual.x": torch.zeros(1)}})
+    load_strict(cve.visual, backbone_state(cve.visual, read_weights(resolve_weights("org/cve-tiny", BACKBONE_FILES))), "org/cve-tiny")
+    assert all(torch.equal(v, whole_clip[f"visual.{k}"]) for k, v in cve.visual.state_dict().items())
+    assert encoder_weights_path("hf-hub:org/cve-tiny").parent == encoder_weights_path(tmp_path / "hub" / "models--org--cve-tiny" / "snapshots" / "0123abcd").parent
+
+    # not in the cache: one line naming the id, the cache and the local-path alternative, before any model is built
     with pytest.raises(UserError) as err:
-        build_encoder("dve-tiny", {"pretrained": "hf-hub:org/absent"})
+        build_encoder("dve", {"pretrained": "hf-hub:org/absent"})
     message = str(err.value)
     assert "\n" not in message and "org/absent" in message and str(cache) in message and "pretrained=/path/to/model.safetensors" in message

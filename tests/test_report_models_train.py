@@ -61,6 +61,10 @@ def test_bad_names_and_mismatched_checkpoints_are_one_line_errors(phantom_root, 
     assert (tmp_path / "fve" / "checkpoints" / "step-0000001" / "state.json").is_file()
     selected = [(tmp_path / "fve" / sub / "encoder.safetensors").read_bytes() for sub in ("best", "encoder")]
     assert selected[0] == selected[1]
+    # resuming a run that stopped early trains no further and keeps the selection
+    run_command("train-report-encoder", [f"data.root={phantom_root}", "encoder=fve-tiny", "trainer.resume=latest", f"hydra.run.dir={tmp_path / 'fve'}"])
+    assert (tmp_path / "fve" / "encoder" / "encoder.safetensors").read_bytes() == selected[0]
+    assert json.loads((tmp_path / "fve" / "metrics.json").read_text())["steps"] == 1
     with pytest.raises(SystemExit):
         _train(phantom_root, tmp_path / "mismatch", "encoder=cve-tiny", "decoder=transformer-tiny", f"encoder_args.checkpoint={tmp_path / 'fve'}")
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -14,7 +14,7 @@ Then ``cxr-irgen train-report-model encoder=fve encoder_args.checkpoint=RUN_DIR`
 FVE targets: coarse = the label table's 14 CheXpert labels (1 → positive, else negative);
 fine = :mod:`~cxr_irgen.report_models.fine_labels` on the ``text`` section. ``loss=bce`` or
 ``loss=auc_margin`` (the paper's DAM: :mod:`~cxr_irgen.report_models.auc_loss`, margin
-``auc_margin``). Model selection (:class:`Selection`): the validate split is scored every
+``margin``). Model selection (:class:`Selection`): the validate split is scored every
 ``selection.every`` steps (default once per epoch); each FVE classifier keeps its weights of
 best validation AUROC (as if trained apart), a CLIP encoder those of lowest validation loss;
 training stops when none improved for ``selection.patience`` validations (paper, FVE: 10),
@@ -179,15 +179,10 @@ def validate(model: nn.Module, dataset: Dataset, collate_fn, batch_size: int, de
 
 
 def selection_scores(metrics: dict) -> dict[str, float]:
-    """Validation metrics → one score per selected part (higher is better)."""
+    """Validation metrics → one score per selected part (higher is better; AUROCs are defined, checked before training)."""
     if "validation_contrastive_loss" in metrics:
         return {"encoder": -metrics["validation_contrastive_loss"]}
-    scores = {"coarse": metrics["validation_auroc_coarse"], "fine": metrics["validation_auroc_fine"]}
-    undefined = [part for part, value in scores.items() if value is None]
-    if undefined:
-        raise UserError(f"validation AUROC of the {undefined[0]} classifier is undefined (no class with both outcomes in the "
-                        "validate split): use more validation images or selection.enabled=false")
-    return scores
+    return {"coarse": metrics["validation_auroc_coarse"], "fine": metrics["validation_auroc_fine"]}
 
 
 @dataclass
@@ -297,17 +292,24 @@ def run(cfg: DictConfig) -> Path:
     pairs = report_pairs(table, sections, "train", cfg.views, text, image_size, bool(cfg.data.skip_bad))
     val = _validation_pairs(table, sections, cfg, text, image_size)
     out = run_dir(cfg)
-    encoder = build_encoder_from_config(encoder_cfg)
-    accelerator = make_accelerator(cfg.trainer, int(cfg.seed))
     fine = None
     if is_fve:
         fine = FineLabels.load(out) if (out / "fine_classes.csv").is_file() else FineLabels.build(pairs.texts, int(cfg.fine_labels.min_count))
-        if accelerator.is_main_process:
-            fine.save(out)
         log.info("fine-grained classes: %d (min_count %d)", len(fine), int(cfg.fine_labels.min_count))
     extra = _targets(pairs, table, fine, is_ccve)
+    val_set = LabelledPairs(val, _targets(val, table, fine, is_ccve)) if val is not None else None
+    if is_fve and cfg.selection.enabled:
+        for part in ("coarse", "fine"):
+            positives = val_set.extra[part].sum(0)
+            if not ((positives > 0) & (positives < len(val_set))).any():
+                raise UserError(f"validation AUROC of the {part} classifier is undefined (no class with both outcomes among the "
+                                f"{len(val_set)} validate-split images): use more validation images or selection.enabled=false")
+    accelerator = make_accelerator(cfg.trainer, int(cfg.seed))  # seeds every process: the encoder's random init follows seed=
+    encoder = build_encoder_from_config(encoder_cfg)
+    if fine is not None and accelerator.is_main_process:
+        fine.save(out)
     if is_fve:
-        model: nn.Module = ClassifierPair(encoder, len(fine), loss, (extra["coarse"].mean(0), extra["fine"].mean(0)), float(cfg.auc_margin))
+        model: nn.Module = ClassifierPair(encoder, len(fine), loss, (extra["coarse"].mean(0), extra["fine"].mean(0)), float(cfg.margin))
         collate_fn = _classifier_collate
     else:
         model = ContrastiveClip(encoder, encoder_cfg.clip)
@@ -316,7 +318,6 @@ def run(cfg: DictConfig) -> Path:
         pd.DataFrame({"dicom_id": pairs.dicom_ids, "cluster": [CLUSTER_CLASSES[k] for k in extra["cluster"].tolist()]}).to_csv(out / CLUSTERS_FILE, index=False)
 
     selection, on_step = None, None
-    val_set = LabelledPairs(val, _targets(val, table, fine, is_ccve)) if val is not None else None
     if cfg.selection.enabled:
         parts = {"coarse": "coarse.", "fine": "fine."} if is_fve else {"encoder": ""}
         patience = None if cfg.selection.patience is None else int(cfg.selection.patience)

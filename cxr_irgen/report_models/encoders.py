@@ -224,16 +224,18 @@ def build_encoder_from_config(cfg: DictConfig) -> VisualEncoder:
         raise UserError(f"encoder builder={builder!r}: use one of {', '.join(BUILDERS)}")
     args.pop("name", None)
     pretrained, checkpoint = args.pop("pretrained", None), args.pop("checkpoint", None)
+    pretrained_file = resolve_weights(pretrained, BACKBONE_FILES) if pretrained else None  # found before the model is built
+    checkpoint_file = encoder_weights_path(checkpoint) if checkpoint else None
     try:
         encoder = BUILDERS[builder](**args)
     except TypeError as err:
         raise UserError(f"encoder {cfg.get('name')}: {err}") from None
-    if pretrained:
-        state = read_weights(resolve_weights(pretrained, BACKBONE_FILES))
+    if pretrained_file:
+        state = read_weights(pretrained_file)
         for backbone in (getattr(encoder, n) for n in ("backbone", "coarse", "fine", "visual") if hasattr(encoder, n)):
             load_strict(backbone, backbone_state(backbone, state), pretrained)
-    if checkpoint:
-        load_strict(encoder, read_weights(encoder_weights_path(checkpoint)), checkpoint)
+    if checkpoint_file:
+        load_strict(encoder, read_weights(checkpoint_file), checkpoint)
     if encoder.frozen:
         encoder.requires_grad_(False).eval()
     return encoder
