@@ -1,6 +1,6 @@
 """The paper's ablation claims, tested on phantoms (where the truth is known) with several seeds per arm.
 
-    .venv/bin/python benchmarks/paper_claims.py [--seeds 3] [--seed K] [--out DIR] [--threads 2] [--smoke]
+    .venv/bin/python benchmarks/paper_claims.py [--seeds 3] [--seed K] [--part P] [--out DIR] [--threads 2] [--smoke]
 
 Every arm is the demo's recipe (``configs/demo.yaml``: tiny U-Net, 2-layer BART, tiny ViT prior, a
 phantom classifier), trained with fewer steps, once per seed, through the same commands a user
@@ -23,8 +23,10 @@ For each claim: the per-seed difference of the paper's better arm minus the othe
 that positive means the paper's direction), its mean over seeds and a 95% t-interval over seeds
 (paired by seed); "confirmed at this scale" when the interval lies above 0, "not confirmed at
 this scale" otherwise (with "opposite effect" when it lies below 0). Finished runs are kept and
-skipped when the command is run again with the same ``--out``; ``--seed K`` runs one seed's arms
-only, so seeds can run in parallel processes before one call without it writes the table.
+skipped when the command is run again with the same ``--out``; ``--seed K`` and ``--part vision|autoencoders|priors``
+run only part of the arms, so parts can run in parallel processes (a step another process is running is
+waited for) before one plain call writes the table; ``--table-only`` writes it from the runs finished so far
+(a comparison then uses the seeds both arms finished, and says how many).
 Writes ``claims.md`` and ``claims.json`` into ``--out``; the last line printed is one JSON object.
 """
 
@@ -41,7 +43,7 @@ import numpy as np
 
 SCALES = {  # steps and sizes: full (the README run) and --smoke (the test)
     "full": {"phantoms": 1200, "size": 64, "vision_steps": 150, "batch": 16, "generate_n": 6, "label_sets": 12, "sampler_steps": 20,
-             "autoencoder_steps": 200, "prior_steps": 200, "classifier_steps": 200, "real_n": 200, "auroc_n": 100, "max_reports": 500},
+             "autoencoder_steps": 120, "prior_steps": 120, "classifier_steps": 200, "real_n": 200, "auroc_n": 100, "max_reports": 500},
     "smoke": {"phantoms": 120, "size": 32, "vision_steps": 2, "batch": 8, "generate_n": 2, "label_sets": 3, "sampler_steps": 2,
               "autoencoder_steps": 2, "prior_steps": 2, "classifier_steps": 2, "real_n": 8, "auroc_n": 8, "max_reports": 8},
 }
@@ -52,13 +54,26 @@ DONE = "paper_claims_step.done"
 
 
 def run_step(out: Path, command: str, args: list[str]) -> Path:
-    """``cxr-irgen <command> <args>`` into ``out`` unless an earlier call finished it there; returns ``out``."""
+    """``cxr-irgen <command> <args>`` into ``out`` unless an earlier call finished it there; returns ``out``.
+
+    A step another process is running (``<out>.running`` exists; a killed process leaves it: delete it) is waited for.
+    """
     from cxr_irgen.cli import run_command
 
-    if not (out / DONE).is_file():
-        started = time.perf_counter()
-        run_command(command, [*args, f"hydra.run.dir={out}"])
-        (out / DONE).write_text(f"{time.perf_counter() - started:.1f} s\n")
+    lock = out.parent / f"{out.name}.running"
+    while not (out / DONE).is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            time.sleep(5)
+            continue
+        try:
+            started = time.perf_counter()
+            run_command(command, [*args, f"hydra.run.dir={out}"])
+            (out / DONE).write_text(f"{time.perf_counter() - started:.1f} s\n")
+        finally:
+            lock.unlink()
     return out
 
 
@@ -95,34 +110,72 @@ def verdict(ci: list[float] | None) -> str:
     return "not confirmed at this scale" + (" (opposite effect)" if ci[1] < 0 else "")
 
 
-def compare(claim: str, source: str, metric: str, values: dict[str, list[float]], better: str, other: str, higher_is_better: bool, note: str = "") -> dict:
-    """One row: the paper's ``better`` arm vs ``other`` on ``metric``, per-seed values of every arm in ``values``."""
+def compare(claim: str, source: str, metric: str, values: dict[str, list], better: str, other: str, higher_is_better: bool, note: str = "") -> dict:
+    """One row: the paper's ``better`` arm vs ``other`` on ``metric``, paired by seed over the seeds both arms finished.
+
+    ``values``: per arm, one entry per seed: the number, NaN where the metric is undefined, None where the run did not finish.
+    """
     row = {"claim": claim, "source": source, "metric": metric, "better": better, "other": other, "higher_is_better": higher_is_better,
            "per_seed": {arm: values[arm] for arm in (better, other)}, "note": note}
-    if any(v is None for arm in (better, other) for v in values[arm]):
+    pairs = [(a, b) for a, b in zip(values[better], values[other]) if a is not None and b is not None]
+    row["n_seeds"] = len(pairs)
+    if not pairs:
+        return {**row, "effect": None, "ci95": None, "verdict": "not run (the runs did not finish)"}
+    if any(np.isnan(v) for pair in pairs for v in pair):
         return {**row, "effect": None, "ci95": None, "verdict": "not measured: the metric is undefined in some seed (see per_seed)"}
     sign = 1.0 if higher_is_better else -1.0
-    effect, ci = seed_interval([sign * (a - b) for a, b in zip(values[better], values[other])])
+    effect, ci = seed_interval([sign * (a - b) for a, b in pairs])
     return {**row, "effect": effect, "ci95": ci, "verdict": verdict(ci)}
 
 
-def claims_table(rows: list[dict], seeds: int) -> str:
+def claims_table(rows: list[dict]) -> str:
     header = ["claim (paper)", "metric", "paper's better arm: mean over seeds", "other arm", "effect (better − other, paper's direction > 0)",
-              f"95% CI over {seeds} seeds", "verdict"]
+              "95% CI over seeds", "seeds", "verdict"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         ci = f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]" if r["ci95"] else "–"
-        arm = lambda name: f"{name}: {np.mean(r['per_seed'][name]):.3f}" if None not in r["per_seed"][name] else f"{name}: –"  # noqa: E731
+        finished = lambda name: [v for v in r["per_seed"][name] if v is not None]  # noqa: E731
+        arm = lambda name: f"{name}: {np.mean(finished(name)):.3f}" if finished(name) else f"{name}: –"  # noqa: E731
         effect = "–" if r["effect"] is None else f"{r['effect']:+.3f}"
-        lines.append(f"| {r['claim']} ({r['source']}) | {r['metric']} | {arm(r['better'])} | {arm(r['other'])} | {effect} | {ci} | "
+        lines.append(f"| {r['claim']} ({r['source']}) | {r['metric']} | {arm(r['better'])} | {arm(r['other'])} | {effect} | {ci} | {r['n_seeds']} | "
                      f"{r['verdict']}{' — ' + r['note'] if r['note'] else ''} |")
     return "\n".join(lines) + "\n"
+
+
+def _finished(run: Path) -> bool:
+    return (run / DONE).is_file()
+
+
+def collect(out: Path, seeds: int) -> dict[str, dict[str, list]]:
+    """Per metric, per arm, one value per seed from the finished runs under ``out`` (None: not finished; NaN: undefined)."""
+    values: dict[str, dict[str, list]] = {k: {} for k in ("fid", "auroc", "bleu", "loss_f1", "input_f1")}
+    nan = float("nan")
+    for seed in range(seeds):
+        at = out / f"seed-{seed}"
+        for mode in ("concat", "text"):
+            scored = metrics_of(at / f"evaluate-{mode}") if _finished(at / f"evaluate-{mode}") else None
+            values["fid"].setdefault(mode, []).append(scored and scored["fid"]["value"])
+            auroc = scored and scored["auroc"]["generated"]["mean"]
+            values["auroc"].setdefault(mode, []).append(nan if scored and auroc is None else auroc)
+        for pooling in POOLINGS:
+            run = at / f"autoencoder-{pooling}"
+            values["bleu"].setdefault(pooling, []).append(metrics_of(run)["reconstruction_bleu4"] if _finished(run) else None)
+        for loss in LOSSES:
+            run = at / f"prior-image-{loss}"
+            values["loss_f1"].setdefault(loss, []).append(report_f1(run) if _finished(run) else None)
+        for prior_input in INPUTS:
+            run = at / f"prior-{prior_input}-mse+cos"
+            values["input_f1"].setdefault(prior_input, []).append(report_f1(run) if _finished(run) else None)
+    return values
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=None, help="run only this seed's arms (seeds in parallel processes), no table")
+    parser.add_argument("--part", choices=("all", "vision", "autoencoders", "priors"), default="all",
+                        help="only the vision arms, the stage-1 arms or the prior arms (after the mean-pooling stage 1), no table")
+    parser.add_argument("--table-only", action="store_true", help="run nothing: the table from the runs finished under --out (others: not run)")
     parser.add_argument("--out", type=Path, default=Path("outputs/paper_claims"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and 2 steps per run: checks the pipeline, not the claims")
@@ -150,39 +203,34 @@ def main(argv: list[str] | None = None) -> dict:
     test_label_sets(data, scale["label_sets"]).to_csv(labels_csv, index=False)
     language = [*on_data, *tiny, "language/model=bart-tiny", "language/prior=vit-tiny", f"data.image_size={scale['size']}",
                 f"evaluation.max_reports={scale['max_reports']}", "evaluation.max_length=60"]
-    values: dict[str, dict[str, list[float]]] = {k: {} for k in ("fid", "auroc", "bleu", "loss_f1", "input_f1")}
-    for seed in range(args.seeds) if args.seed is None else [args.seed]:
+    for seed in [] if args.table_only else range(args.seeds) if args.seed is None else [args.seed]:
         at = out / f"seed-{seed}"
-        for mode in ("concat", "text"):
-            vision = run_step(at / f"vision-{mode}", "train-vision", [
-                *on_data, "vision/model=unet-tiny", *tiny, f"trainer.max_steps={scale['vision_steps']}", f"trainer.batch_size={scale['batch']}", "trainer.lr=2e-3",
-                f"vision.model.conditioning.mode={mode}", "sample_every=0", f"seed={seed}"])
-            generated = run_step(at / f"generate-{mode}", "generate", [
-                f"vision.checkpoint={vision}", f"labels_file={labels_csv}", f"n={scale['generate_n']}", "mode=images", "vision.scheduler=ddim",
-                f"vision.steps={scale['sampler_steps']}", f"seed={seed}"])
-            scored = metrics_of(run_step(at / f"evaluate-{mode}", "evaluate", [
-                *on_data, f"generated={generated}", "eval.metrics=[fid,auroc]", "eval.fid.features=classifier", f"eval.fid.classifier={classifier}",
-                f"eval.auroc.classifier={classifier}", "eval.auroc.real=false", f"eval.auroc.n={scale['auroc_n']}", f"eval.real.n={scale['real_n']}",
-                "eval.real.views=[PA,AP]"]))
-            values["fid"].setdefault(mode, []).append(scored["fid"]["value"])
-            values["auroc"].setdefault(mode, []).append(scored["auroc"]["generated"]["mean"])
-        autoencoders = {}
-        for pooling in POOLINGS:
-            autoencoders[pooling] = run_step(at / f"autoencoder-{pooling}", "train-language", [
-                *language, "stage=autoencoder", f"model.pooling={pooling}", "model.word_dropout=0.3", f"trainer.max_steps={scale['autoencoder_steps']}",
-                f"seed={seed}"])
-            values["bleu"].setdefault(pooling, []).append(metrics_of(autoencoders[pooling])["reconstruction_bleu4"])
-        for loss, prior_input in [(loss, "image") for loss in LOSSES] + [("mse+cos", i) for i in INPUTS if i != "image"]:
-            prior = run_step(at / f"prior-{prior_input}-{loss}", "train-language", [
-                *language, "stage=prior", f"autoencoder={autoencoders['mean']}", f"prior.loss={loss}", f"prior.input={prior_input}",
-                f"trainer.max_steps={scale['prior_steps']}", "trainer.lr=1e-3", f"seed={seed}"])
-            f1 = report_f1(prior)
-            if prior_input == "image":
-                values["loss_f1"].setdefault(loss, []).append(f1)
-            if loss == "mse+cos":
-                values["input_f1"].setdefault(prior_input, []).append(f1)
-    if args.seed is not None:
-        return {"seed": args.seed, "values": values}
+        if args.part in ("all", "vision"):
+            for mode in ("concat", "text"):
+                vision = run_step(at / f"vision-{mode}", "train-vision", [
+                    *on_data, "vision/model=unet-tiny", *tiny, f"trainer.max_steps={scale['vision_steps']}", f"trainer.batch_size={scale['batch']}",
+                    "trainer.lr=2e-3", f"vision.model.conditioning.mode={mode}", "sample_every=0", f"seed={seed}"])
+                generated = run_step(at / f"generate-{mode}", "generate", [
+                    f"vision.checkpoint={vision}", f"labels_file={labels_csv}", f"n={scale['generate_n']}", "mode=images", "vision.scheduler=ddim",
+                    f"vision.steps={scale['sampler_steps']}", f"seed={seed}"])
+                run_step(at / f"evaluate-{mode}", "evaluate", [
+                    *on_data, f"generated={generated}", "eval.metrics=[fid,auroc]", "eval.fid.features=classifier", f"eval.fid.classifier={classifier}",
+                    f"eval.auroc.classifier={classifier}", "eval.auroc.real=false", f"eval.auroc.n={scale['auroc_n']}", f"eval.real.n={scale['real_n']}",
+                    "eval.real.views=[PA,AP]"])
+        if args.part in ("all", "autoencoders", "priors"):
+            autoencoders = {}
+            for pooling in POOLINGS if args.part != "priors" else ("mean",):
+                autoencoders[pooling] = run_step(at / f"autoencoder-{pooling}", "train-language", [
+                    *language, "stage=autoencoder", f"model.pooling={pooling}", "model.word_dropout=0.3", f"trainer.max_steps={scale['autoencoder_steps']}",
+                    f"seed={seed}"])
+            priors = [(loss, "image") for loss in LOSSES] + [("mse+cos", i) for i in INPUTS if i != "image"]
+            for loss, prior_input in priors if args.part != "autoencoders" else []:
+                run_step(at / f"prior-{prior_input}-{loss}", "train-language", [
+                    *language, "stage=prior", f"autoencoder={autoencoders['mean']}", f"prior.loss={loss}", f"prior.input={prior_input}",
+                    f"trainer.max_steps={scale['prior_steps']}", "trainer.lr=1e-3", f"seed={seed}"])
+    values = collect(out, args.seeds)
+    if args.seed is not None or args.part != "all":
+        return {"seed": args.seed, "part": args.part, "values": values}
     random_clip = "the CLIP tower has random weights here (no CLIP weights offline): a random projection, not CLIP"
     rows = [
         compare("reference image improves image quality", "Tab. 1", "FID (phantom-classifier features)", values["fid"], "concat", "text", False),
@@ -192,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         *[compare("CLIP embedding is the best prior input", "Tab. 5", "report CheXpert F1 (micro 14)", values["input_f1"], "clip", other, True, random_clip)
           for other in ("latent", "image")],
     ]
-    table = claims_table(rows, args.seeds)
+    table = claims_table(rows)
     wall = time.perf_counter() - started
     summary = {"benchmark": "paper_claims", "scale": "smoke" if args.smoke else "full", "seeds": args.seeds, "sizes": scale, "claims": rows,
                "values": values, "wall_s": round(wall, 1), "threads": args.threads, "out": str(out), "machine": common.machine(), "command": common.command()}

@@ -33,7 +33,9 @@ TINY = {
     "evaluate": ["eval.real.n=8", "eval.auroc.n=8", "eval.chexpert_f1.n_bootstrap=10", "eval.text.meteor=false", "eval.real.views=[PA,AP]",
                  "eval.kid.subsets=10", "eval.memorisation.n_train=16", "eval.utility.resolution=32", "eval.utility.n_bootstrap=10",
                  "eval.utility.classifier.growth_rate=8", "eval.utility.classifier.block_config=[2,2,2]",
-                 "eval.utility.classifier.num_init_features=16", "eval.utility.trainer.max_steps=2", "eval.utility.trainer.batch_size=2"],
+                 "eval.utility.classifier.num_init_features=16", "eval.utility.trainer.max_steps=2", "eval.utility.trainer.batch_size=2",
+                 "+eval.report_utility.encoder_args.image_size=32", "eval.report_utility.trainer.max_steps=2", "eval.report_utility.trainer.batch_size=2",
+                 "eval.report_utility.max_test=4", "eval.report_utility.n_bootstrap=10", "eval.report_utility.decoding.max_length=8"],
 }
 
 SKIP = [  # (pattern, reason): the first match decides
