@@ -135,23 +135,50 @@ def _gaussian_window(size: int = SSIM_KERNEL, sigma: float = SSIM_SIGMA) -> torc
     return w / w.sum()
 
 
-def _ssim_maps(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SSIM and contrast-structure maps over the valid region (no padding, as Wang et al.'s reference code)."""
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian window over the valid region (no padding): (B, 1, H, W) → (B, 1, H - 10, W - 10)."""
     import torch.nn.functional as F
 
-    a, b = a.double(), b.double()
-    w = _gaussian_window().to(a.device)
-    rows, cols = w.view(1, 1, -1, 1), w.view(1, 1, 1, -1)
+    w = _gaussian_window().to(x.device, x.dtype)
+    return F.conv2d(F.conv2d(x, w.view(1, 1, -1, 1)), w.view(1, 1, 1, -1))
 
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(x, rows), cols)
 
+def _ssim_from_moments(mu_a, mu_b, var_a, var_b, cov) -> tuple[torch.Tensor, torch.Tensor]:
     c1, c2 = 0.01**2, 0.03**2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
     cs = (2 * cov + c2) / (var_a + var_b + c2)
     return (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1) * cs, cs
+
+
+def _ssim_maps(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSIM and contrast-structure maps over the valid region (no padding, as Wang et al.'s reference code)."""
+    a, b = a.double(), b.double()
+    mu_a, mu_b = _blur(a), _blur(b)
+    return _ssim_from_moments(mu_a, mu_b, _blur(a * a) - mu_a**2, _blur(b * b) - mu_b**2, _blur(a * b) - mu_a * mu_b)
+
+
+class SSIMIndex:
+    """SSIM of one query image against a fixed set of (M, 1, H, W) images in [0, 1], as :func:`ssim` computes it.
+
+    The set's local means and variances are computed once, so a query costs one blur per set image instead of five.
+    """
+
+    def __init__(self, images: torch.Tensor, chunk: int = 256):
+        _check_pair(images, images, "ssim")
+        self.images, self.chunk = images.double(), chunk
+        self.mu = _blur(self.images)
+        self.var = _blur(self.images * self.images) - self.mu**2
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, H, W) → SSIM with every set image, (M,)."""
+        a = image.double().unsqueeze(0)
+        _check_pair(a, self.images[:1], "ssim")
+        mu_a = _blur(a)
+        var_a = _blur(a * a) - mu_a**2
+        scores = []
+        for start in range(0, len(self.images), self.chunk):
+            b, mu_b, var_b = (t[start:start + self.chunk] for t in (self.images, self.mu, self.var))
+            scores.append(_ssim_from_moments(mu_a, mu_b, var_a, var_b, _blur(a * b) - mu_a * mu_b)[0].flatten(1).mean(1))
+        return torch.cat(scores)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

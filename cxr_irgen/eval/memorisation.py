@@ -39,17 +39,11 @@ def nearest_by_cosine(generated: np.ndarray, training: np.ndarray) -> tuple[np.n
 
 def nearest_by_ssim(generated: torch.Tensor, training: torch.Tensor, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(N, 1, S, S) and (M, 1, S, S) in [0, 1] → index (N,) of the highest-SSIM training image and that SSIM (N,)."""
-    from cxr_irgen.eval.image_metrics import ssim
+    from cxr_irgen.eval.image_metrics import SSIMIndex
 
-    index, value = np.zeros(len(generated), dtype=int), np.full(len(generated), -np.inf)
-    for i, image in enumerate(generated):
-        for start in range(0, len(training), chunk):
-            block = training[start:start + chunk]
-            scores = ssim(image.expand(len(block), -1, -1, -1), block).numpy()
-            best = int(scores.argmax())
-            if scores[best] > value[i]:
-                index[i], value[i] = start + best, float(scores[best])
-    return index, value
+    index = SSIMIndex(training, chunk)
+    best = [index(image) for image in generated]
+    return np.array([int(s.argmax()) for s in best]), np.array([float(s.max()) for s in best])
 
 
 def _summary(values: np.ndarray, threshold: float) -> dict:
