@@ -22,7 +22,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/cxr-irgen demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info
