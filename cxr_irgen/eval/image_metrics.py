@@ -163,15 +163,19 @@ class SSIMIndex:
     """
 
     def __init__(self, images: torch.Tensor, chunk: int = 256):
-        _check_pair(images, images, "ssim")
+        if images.ndim != 4:
+            raise ValueError(f"ssim: need a (M, 1, H, W) set, got {tuple(images.shape)}")
+        check_unit_images(images, "ssim: set images")
         self.images, self.chunk = images.double(), chunk
         self.mu = _blur(self.images)
         self.var = _blur(self.images * self.images) - self.mu**2
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """(1, H, W) → SSIM with every set image, (M,)."""
+        if image.shape != self.images.shape[1:]:
+            raise ValueError(f"ssim: need a {tuple(self.images.shape[1:])} image like the set's, got {tuple(image.shape)}")
+        check_unit_images(image.unsqueeze(0), "ssim: query image")
         a = image.double().unsqueeze(0)
-        _check_pair(a, self.images[:1], "ssim")
         mu_a = _blur(a)
         var_a = _blur(a * a) - mu_a**2
         scores = []
