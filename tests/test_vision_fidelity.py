@@ -53,26 +53,29 @@ def test_uvit_l2_defaults_to_its_checkpoints_vp_schedule_and_released_keeps_sd()
 
 
 class OracleBackbone(torch.nn.Module):
-    """The exact noise predictor for data that is one fixed latent ``x0``, reading its time input as U-ViT does (t = input / 999, VP-SDE)."""
+    """The exact predictor for data that is one fixed latent ``x0``, reading its time input as U-ViT does (t = input / 999,
+    VP-SDE); it outputs the noise, the clean latent or the velocity (``output``: a prediction type)."""
 
-    def __init__(self, x0: torch.Tensor):
+    def __init__(self, x0: torch.Tensor, output: str = "epsilon"):
         super().__init__()
-        self.x0 = x0
+        self.x0, self.output = x0, output
         self.seen: list[torch.Tensor] = []
 
     def forward(self, sample, timestep, encoder_hidden_states):
         self.seen.append(torch.as_tensor(timestep).detach().reshape(-1).clone())
         t = torch.as_tensor(timestep, dtype=torch.float64).reshape(-1, 1, 1, 1).expand(sample.shape[0], 1, 1, 1) / 999
         alpha_bar = torch.exp(-(0.1 * t + 0.5 * (20.0 - 0.1) * t**2))
-        return SimpleNamespace(sample=((sample.double() - alpha_bar.sqrt() * self.x0) / (1 - alpha_bar).sqrt()).float())
+        eps = (sample.double() - alpha_bar.sqrt() * self.x0) / (1 - alpha_bar).sqrt()
+        outputs = {"epsilon": eps, "sample": self.x0.expand_as(eps), "v_prediction": alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * self.x0}
+        return SimpleNamespace(sample=outputs[self.output].float())
 
 
-def _oracle_model(noise_schedule: dict, x0: torch.Tensor):
+def _oracle_model(noise_schedule: dict, x0: torch.Tensor, output: str = "epsilon"):
     from cxr_irgen.vision.conditioning import Conditioning
     from cxr_irgen.vision.model import VisionModel
     from cxr_irgen.vision.schedules import BackboneTime
 
-    return VisionModel(OracleBackbone(x0), Conditioning("text", 4, 4, text_tokens="pooled", dropout=0.0), BackboneTime(noise_schedule)).eval()
+    return VisionModel(OracleBackbone(x0, output), Conditioning("text", 4, 4, text_tokens="pooled", dropout=0.0), BackboneTime(noise_schedule)).eval()
 
 
 X0 = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0)).double()
@@ -91,7 +94,7 @@ def test_vp_training_noise_and_time_input_match_the_checkpoints_convention():
         losses[model_name] = diffusion_loss(_oracle_model(schedule, X0), features, build_noise_scheduler(SimpleNamespace(noise_schedule=schedule))).item()
     assert losses["uvit-l2"] < 1e-6 and losses["uvit-l2-released"] > 0.05, losses
     model = _oracle_model(_schedule("uvit-l2"), X0)
-    model.predict_noise(X0.float().expand(3, -1, -1, -1), torch.tensor([0, 499, 999]), None)
+    model.predict(X0.float().expand(3, -1, -1, -1), torch.tensor([0, 499, 999]), None)
     torch.testing.assert_close(model.backbone.seen[-1], torch.tensor([0.999, 499.5, 999.0]))  # t_n · 999 with t_n = (n + 1) / 1000
 
 
@@ -118,6 +121,33 @@ def test_samplers_run_on_the_vp_schedule(sampler):
         expected = X0 if sampler == "dpm++" else last.sqrt() * X0 + (1 - last).sqrt() * eps
         errors[time_input] = float((latents - expected).abs().max())
     assert errors["vp"] < 1e-4 and errors["step index"] > 1e-3, errors
+
+
+@pytest.mark.parametrize("output", ["sample", "v_prediction"])
+def test_clean_latent_and_velocity_predictions_train_and_sample_as_the_noise_prediction(output):
+    """``prediction_type=sample`` / ``v_prediction``: the exact predictor of that output has zero training loss (the exact
+    noise predictor does not), and every sampler (PNDM too, which diffusers limits to noise and velocity) given it
+    follows the exact noise predictor's trajectory; an unknown prediction type is refused by name."""
+    from cxr_irgen.errors import UserError
+    from cxr_irgen.vision.model import build_noise_scheduler
+    from cxr_irgen.vision.pipeline import build_sampler, denoise
+    from cxr_irgen.vision.train import diffusion_loss
+
+    schedule = {**_schedule("uvit-l2"), "prediction_type": output}
+    scheduler = build_noise_scheduler(SimpleNamespace(noise_schedule=schedule))
+    features = {"latents": X0.float().expand(64, -1, -1, -1), "text_pooled": torch.zeros(64, 4)}
+    losses = {}
+    for predictor in (output, "epsilon"):
+        torch.manual_seed(0)
+        losses[predictor] = diffusion_loss(_oracle_model(schedule, X0, predictor), features, scheduler).item()
+    assert losses[output] < 1e-6 and losses["epsilon"] > 0.05, losses
+    noise = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    for sampler in ("ddim", "dpm++", "pndm"):
+        ends = {predictor: denoise(_oracle_model(schedule, X0, predictor), torch.zeros(2, 1, 4), noise, build_sampler(sampler, schedule),
+                                   steps=25, guidance=1.0, prediction_type=predictor) for predictor in (output, "epsilon")}
+        torch.testing.assert_close(ends[output], ends["epsilon"], atol=1e-4, rtol=1e-4)
+    with pytest.raises(UserError, match="prediction_type='x0'"):
+        build_sampler("ddim", {**schedule, "prediction_type": "x0"})
 
 
 def test_released_presets_reproduce_the_release_and_the_fixed_one_is_named_for_what_it_is():

@@ -52,8 +52,9 @@ class Classifier:
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) in [0, 1] → (B, len(pathologies)) raw outputs (the input in channels_last: faster convolutions, benchmarks/eval.py)."""
-        self.model.eval()
+        """(B, 1, H, W) in [0, 1] → (B, len(pathologies)) raw outputs; weights and input in channels_last (faster
+        convolutions, benchmarks/eval.py; ``save_pretrained`` writes contiguous copies)."""
+        self.model.eval().to(memory_format=torch.channels_last)
         device = next(self.model.parameters()).device
         return self.model(xrv_preprocess(images.to(device), self.resolution).contiguous(memory_format=torch.channels_last)).float().cpu()
 

@@ -100,13 +100,13 @@ class XRVFeatures(nn.Module):
 
     def __init__(self, weights: str | Path | None = None, model: nn.Module | None = None, resolution: int = XRV_RESOLUTION):
         super().__init__()
-        self.model = model if model is not None else xrv_densenet(weights)
+        self.model = (model if model is not None else xrv_densenet(weights)).to(memory_format=torch.channels_last)
         self.resolution = resolution
         self.name = f"xrv-densenet121{'' if weights or model is not None else '-random'} features2 ({resolution}px)"
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) → (B, 1024); the input in channels_last makes the convolutions faster (benchmarks/eval.py)."""
+        """(B, 1, H, W) → (B, 1024); weights and input in channels_last make the convolutions faster (benchmarks/eval.py)."""
         pixels = xrv_preprocess(check_unit_images(images, "xrv features"), self.resolution)
         return self.model.features2(pixels.contiguous(memory_format=torch.channels_last))
 

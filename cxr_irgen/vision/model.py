@@ -61,7 +61,8 @@ class FrozenEncoders(nn.Module):
 
 
 class VisionModel(nn.Module):
-    """Trainable part: ``(noisy latents (B, 4, h, w), step indices (B,), features) → predicted noise (B, 4, h, w)``.
+    """Trainable part: ``(noisy latents (B, 4, h, w), step indices (B,), features) → prediction (B, 4, h, w)``: the noise,
+    the velocity or the clean latents, as the noise schedule's ``prediction_type`` says.
 
     ``backbone_time`` maps a step index of the noise schedule to the backbone's time input
     (:class:`~cxr_irgen.vision.schedules.BackboneTime`; identity for SD's schedule).
@@ -72,12 +73,12 @@ class VisionModel(nn.Module):
         self.backbone, self.conditioning = backbone, conditioning
         self.backbone_time = backbone_time or BackboneTime({"kind": "sd_scaled_linear", "num_train_timesteps": 1000})
 
-    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Noise (B, 4, h, w) at step indices ``timesteps`` under condition tokens (B, L, D)."""
+    def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """The backbone's prediction (B, 4, h, w) at step indices ``timesteps`` under condition tokens (B, L, D)."""
         return self.backbone(noisy_latents, self.backbone_time(timesteps).to(noisy_latents.device), encoder_hidden_states=condition).sample
 
     def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.predict_noise(noisy_latents, timesteps, self.conditioning(features))
+        return self.predict(noisy_latents, timesteps, self.conditioning(features))
 
     def save_pretrained(self, out_dir: Path, model_cfg: DictConfig) -> Path:
         from safetensors.torch import save_file

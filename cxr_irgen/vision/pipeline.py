@@ -22,17 +22,19 @@ from cxr_irgen.data.labels import format_labels, labels_to_prompt
 from cxr_irgen.errors import UserError
 from cxr_irgen.vision.conditioning import guidance_warning
 from cxr_irgen.vision.model import BACKBONE_DIR, BACKBONE_WEIGHTS, MODEL_DIR, FrozenEncoders, VisionModel, load_vision_model
-from cxr_irgen.vision.schedules import scheduler_kwargs
+from cxr_irgen.vision.schedules import PREDICTION_TYPES, prediction_type_of, scheduler_kwargs
 
 log = logging.getLogger(__name__)
 SCHEDULERS = ("pndm", "ddim", "dpm++")
 
 
 def build_sampler(name: str, noise_schedule: dict):
-    """A diffusers scheduler over the training noise schedule (:mod:`cxr_irgen.vision.schedules`), configured as Stable Diffusion's."""
+    """A diffusers scheduler over the training noise schedule (:mod:`cxr_irgen.vision.schedules`), configured as Stable
+    Diffusion's. It always steps on noise estimates: :func:`denoise` converts a velocity or clean-latent prediction
+    first, so every sampler (PNDM too) runs with every ``prediction_type``."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 
-    common = scheduler_kwargs(noise_schedule)
+    common = {**scheduler_kwargs(noise_schedule), "prediction_type": "epsilon"}
     if name == "pndm":
         return PNDMScheduler(**common, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
     if name == "ddim":
@@ -47,19 +49,35 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device, dtype=torch.
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]).to(device, dtype)
 
 
+def as_noise(prediction: torch.Tensor, latents: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The noise estimate (B, C, h, w) equivalent to the backbone's ``prediction`` at noisy ``latents`` with ᾱ ``alpha_bar``:
+    ε = (x_t − √ᾱ·x̂_0) / √(1 − ᾱ) for ``sample``, ε = √ᾱ·v + √(1 − ᾱ)·x_t for ``v_prediction`` (diffusers' own conversions)."""
+    if prediction_type == "epsilon":
+        return prediction
+    alpha_bar = alpha_bar.to(latents.device, latents.dtype)
+    if prediction_type == "sample":
+        return (latents - alpha_bar.sqrt() * prediction) / (1 - alpha_bar).sqrt()
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * prediction + (1 - alpha_bar).sqrt() * latents
+    raise UserError(f"noise_schedule.prediction_type={prediction_type!r}: use one of {', '.join(PREDICTION_TYPES)}")
+
+
 @torch.no_grad()
-def denoise(model: VisionModel, condition: torch.Tensor, noise: torch.Tensor, sampler, steps: int, guidance: float, progress: bool = False) -> torch.Tensor:
-    """Run the reverse process from ``noise`` (B, 4, h, w) under ``condition`` (B, L, D); guidance 1 disables CFG."""
+def denoise(model: VisionModel, condition: torch.Tensor, noise: torch.Tensor, sampler, steps: int, guidance: float, progress: bool = False,
+            prediction_type: str = "epsilon") -> torch.Tensor:
+    """Run the reverse process from ``noise`` (B, 4, h, w) under ``condition`` (B, L, D); guidance 1 disables CFG.
+    The backbone predicts ``prediction_type`` (its noise schedule's); the sampler steps on the equivalent noise."""
     sampler.set_timesteps(steps, device=noise.device)
     latents = noise * sampler.init_noise_sigma
     guided = guidance != 1.0
     context = torch.cat([model.conditioning.unconditional(condition.shape[0]).to(condition.dtype), condition]) if guided else condition
     for t in progress_bar(sampler.timesteps, desc="sample", leave=False, disable=not progress):
         model_input = sampler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
-        eps = model.predict_noise(model_input, t, context)
+        prediction = model.predict(model_input, t, context)
         if guided:
-            eps_uncond, eps_cond = eps.chunk(2)
-            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+            unconditional, conditional = prediction.chunk(2)
+            prediction = unconditional + guidance * (conditional - unconditional)
+        eps = as_noise(prediction, latents, sampler.alphas_cumprod[int(t)], prediction_type)
         latents = sampler.step(eps, t, latents).prev_sample
     return latents
 
@@ -121,7 +139,7 @@ class VisionPipeline:
         condition = self.model.conditioning.tokens({k: v.to(dtype) for k, v in features.items()})
         latent_size = self.image_size // self.encoders.vae.downscale
         noise = initial_noise(seeds, (self.encoders.vae.latent_channels, latent_size, latent_size), self.device, condition.dtype)
-        latents = denoise(self.model, condition, noise, sampler, steps, guidance, progress)
+        latents = denoise(self.model, condition, noise, sampler, steps, guidance, progress, prediction_type_of(self.noise_schedule))
         return self.encoders.vae.decode(latents).cpu()
 
     def _encode_distinct(self, prompts: list[str], reference_images: torch.Tensor | None) -> dict[str, torch.Tensor]:

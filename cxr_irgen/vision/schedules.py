@@ -23,6 +23,7 @@ import torch
 from cxr_irgen.errors import UserError
 
 SCHEDULE_KINDS = ("sd_scaled_linear", "uvit_vp")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # what the backbone outputs: the noise, the velocity, the clean latents
 
 
 def vp_alphas_cumprod(num_steps: int, beta_min: float, beta_max: float) -> np.ndarray:
@@ -38,10 +39,18 @@ def _kind(noise_schedule) -> str:
     return kind
 
 
+def prediction_type_of(noise_schedule) -> str:
+    """The schedule's ``prediction_type`` (``epsilon`` when absent); UserError for another value."""
+    kind = str(noise_schedule.get("prediction_type", "epsilon"))
+    if kind not in PREDICTION_TYPES:
+        raise UserError(f"noise_schedule.prediction_type={kind!r}: use one of {', '.join(PREDICTION_TYPES)}")
+    return kind
+
+
 def scheduler_kwargs(noise_schedule) -> dict:
-    """Keyword arguments that put any diffusers scheduler on this schedule's ᾱ_n."""
+    """Keyword arguments that put any diffusers scheduler on this schedule's ᾱ_n (validated: kind, prediction type)."""
     n = int(noise_schedule["num_train_timesteps"])
-    common = {"num_train_timesteps": n, "prediction_type": str(noise_schedule.get("prediction_type", "epsilon"))}
+    common = {"num_train_timesteps": n, "prediction_type": prediction_type_of(noise_schedule)}
     if _kind(noise_schedule) == "sd_scaled_linear":
         keys = ("beta_schedule", "beta_start", "beta_end")
         return {**common, **{k: noise_schedule[k] for k in keys}}

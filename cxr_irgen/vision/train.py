@@ -1,7 +1,8 @@
 """`cxr-irgen train-vision`: fine-tune the diffusion backbone (U-Net or U-ViT) and its condition tokens.
 
-Epsilon-prediction loss under the noise schedule of the model config (``vision/model/noise_schedule``:
-SD v1.4's scaled_linear DDPM schedule, or the U-ViT checkpoint's VP-SDE; :mod:`cxr_irgen.vision.schedules`). Frozen encoders stay in eval mode without gradients.
+MSE loss under the noise schedule of the model config (``vision/model/noise_schedule``: SD v1.4's scaled_linear
+DDPM schedule, or the U-ViT checkpoint's VP-SDE; :mod:`cxr_irgen.vision.schedules`), on the schedule's
+``prediction_type``: the noise (``epsilon``, SD v1.4's), the velocity (``v_prediction``) or the clean latents (``sample``). Frozen encoders stay in eval mode without gradients.
 ``prepare=true`` only writes the feature cache (VAE latents, CLIP text/image features);
 ``features=DIR`` trains from such a cache so each step runs the backbone only; without it, each
 step encodes its batch. The final model goes to ``<run_dir>/model`` (see
@@ -21,6 +22,7 @@ from cxr_irgen.utils.rundir import run_dir
 from cxr_irgen.utils.speed import apply_speed_levers
 from cxr_irgen.vision.conditioning import guidance_warning
 from cxr_irgen.vision.model import MODEL_DIR, FrozenEncoders, VisionModel, build_encoders, build_noise_scheduler, build_vision_model
+from cxr_irgen.vision.schedules import scheduler_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,23 @@ class EpochClock:
         return self.epoch
 
 
+def prediction_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the backbone learns to output (B, C, h, w) for the scheduler's ``prediction_type`` (validated by
+    :func:`~cxr_irgen.vision.schedules.scheduler_kwargs`): the noise, the velocity √ᾱ·ε − √(1 − ᾱ)·x_0, or x_0."""
+    kind = noise_scheduler.config.prediction_type
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    return latents if kind == "sample" else noise
+
+
 def diffusion_loss(model: VisionModel, features: dict[str, torch.Tensor], noise_scheduler) -> torch.Tensor:
-    """MSE between the true and predicted noise at a uniformly drawn step (the model maps it to its backbone's time input)."""
+    """MSE between the target and the prediction at a uniformly drawn step (the model maps it to its backbone's time input)."""
     latents = features["latents"]
     noise = torch.randn_like(latents)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    return F.mse_loss(model(noisy, timesteps, features).float(), noise.float())
+    target = prediction_target(noise_scheduler, latents, noise, timesteps)
+    return F.mse_loss(model(noisy, timesteps, features).float(), target.float())
 
 
 def make_loss_fn(noise_scheduler, encoders: FrozenEncoders | None):
@@ -105,6 +117,7 @@ def run(cfg) -> None:
     from cxr_irgen.vision.features import CachedFeatureDataset, cache_features, check_feature_cache
 
     model_cfg = cfg.vision.model
+    scheduler_kwargs(model_cfg.noise_schedule)  # an unknown schedule kind or prediction type fails before any model loads
     if cfg.features and not cfg.prepare:
         check_feature_cache(cfg.features, model_cfg)
     out = run_dir(cfg)
