@@ -154,6 +154,20 @@ def _read_gray(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0
 
 
+def real_copy_share(index: pd.DataFrame) -> dict:
+    """The copy guard's control: the share of held-out real reports (test-split findings) that are near copies of a
+    training report, i.e. what a generator writing real reports would score in this world."""
+    from cxr_irgen.data.sections import load_report_sections
+    from cxr_irgen.eval.report_guards import guard_texts, report_guards
+
+    sections = load_report_sections(index)
+    split = index.drop_duplicates("study_id").set_index("study_id")["split"]
+    in_split = lambda name: sections[sections["study_id"].map(split).eq(name)]
+    held_out = [t for t in in_split("test")["findings"].dropna() if t.strip()]
+    guards = report_guards(held_out, guard_texts(in_split("train")))
+    return {"copy_share": guards["copy_share"], "n_reports": len(held_out), "n_training_reports": guards["n_training_reports"]}
+
+
 def showcase_figures(gen_dir: Path, eval_dir: Path, real: pd.DataFrame) -> dict:
     """Issue 11's figures of one demo run, each with its counts; ``real``: PA phantoms (image_path + 14 labels).
 
@@ -206,14 +220,16 @@ def target_rows(figures: dict) -> list[tuple[str, str, str, str]]:
 
 def print_figures(figures: dict) -> None:
     print(f"\nshowcase figures ({figures['n_pairs']} generated pairs at {figures['image_size']} px; figures.json):")
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"
     for sign, gen in figures["signs"]["generated"].items():
         real = figures["signs"]["real"][sign]
-        fmt = lambda v: "—" if v is None else f"{v:.3f}"
         print(f"  {sign:22s} {gen['group']} vs No Finding: AUROC generated {fmt(gen['auroc'])} ({gen['n_positive']} vs {gen['n_no_finding']}, "
               f"{gen['n_unmeasured']} unmeasured); real phantoms {fmt(real['auroc'])} ({real['n_positive']} vs {real['n_no_finding']})")
     c = figures["classifier_auroc"]
-    print(f"  classifier mean AUROC: generated {c['generated_mean']}, real test phantoms {c['real_mean']}")
-    print(f"  distinct reports {figures['distinct_share']}")
+    print(f"  classifier mean AUROC: generated {fmt(c['generated_mean'])}, real test phantoms {fmt(c['real_mean'])}")
+    control = figures.get("copy_share_real_reports") or {}
+    print(f"  distinct reports {fmt(figures['distinct_share'])}; near copies of a training report: generated {fmt(figures['copy_share'])}, "
+          f"held-out real reports {fmt(control.get('copy_share'))} (n={control.get('n_reports')}, the control)")
     print(f"  {'figure':26s} {'value':>20s}  {'target':8s} met")
     for name, value, target, met in target_rows(figures):
         print(f"  {name:26s} {value:>20s}  {target:8s} {met}")
@@ -280,6 +296,7 @@ def run(cfg) -> None:
                              [*on_data, f"generated={reports_dir}", *cfg.reports.evaluate_overrides], evaluate.run, timings)
     measuring = time.perf_counter()
     figures = showcase_figures(gen_dir, eval_dir, index[index["view"] == "PA"])
+    figures["copy_share_real_reports"] = real_copy_share(index)
     timings["figures"] = round(time.perf_counter() - measuring, 1)
     figures.update(seed=int(cfg.seed), timings=timings, wall_s=round(time.perf_counter() - started, 1))
     (out / "figures.json").write_text(json.dumps(figures, indent=1))

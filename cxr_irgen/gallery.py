@@ -210,7 +210,8 @@ def write_showcase(run: Path, plan, pairs: list[dict], n: int, index, report_row
 def _decoding_line(decoding: dict | None) -> str:
     if not decoding:
         return "none"
-    return ", ".join(f"{key} {decoding[key]}" for key in ("num_beams", "do_sample", "no_repeat_ngram_size", "max_new_tokens") if key in decoding)
+    keys = ("num_beams", "do_sample", *(("top_p", "top_k") if decoding.get("do_sample") else ()), "no_repeat_ngram_size", "max_new_tokens")
+    return ", ".join(f"{key} {decoding[key]}" for key in keys if key in decoding)
 
 
 def _interleaved(groups: list[str]) -> list[int]:

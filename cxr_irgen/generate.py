@@ -246,13 +246,25 @@ def _decode_options(cfg) -> dict:
     return options
 
 
-def _reports(generator, images: torch.Tensor, cfg) -> list[str]:
-    return generator(images, batch_size=cfg.batch_size, **_decode_options(cfg))
+def _reports(generator, images: torch.Tensor, cfg, seeds: list[int]) -> list[str]:
+    """One report per image (B, 1, H, W); nucleus sampling (``language.do_sample``) draws each report from its own seed,
+    one image at a time, so a sampled report is reproducible alone, whatever the batch."""
+    if not cfg.language.do_sample:
+        return generator(images, batch_size=cfg.batch_size, **_decode_options(cfg))
+    reports = []
+    for image, seed in zip(images, seeds):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            reports += generator(image[None], batch_size=1, **_decode_options(cfg))
+    return reports
 
 
-def _decoding(generator, cfg) -> dict | None:
-    """The full report decoding config of :func:`_reports` (recorded in each sidecar); None without reports."""
-    return None if generator is None else generator.decoding_settings(**_decode_options(cfg))
+def _decoding(generator, cfg, seed: int) -> dict | None:
+    """The full report decoding config of :func:`_reports` (recorded in each sidecar), with the seed a sampled report was
+    drawn from; None without reports."""
+    if generator is None:
+        return None
+    return {**generator.decoding_settings(**_decode_options(cfg)), **({"seed": int(seed)} if cfg.language.do_sample else {})}
 
 
 def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
@@ -276,14 +288,14 @@ def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool
             ref_images = torch.stack([read_image(reference.image_path(i), pipe.image_size) for i in ref_ids])
         images = pipe(labels, ref_images, seeds=[item["seed"] for item in batch], steps=cfg.vision.steps,
                       guidance=cfg.vision.guidance, scheduler=cfg.vision.scheduler)
-        reports = _reports(generator, images, cfg) if generator is not None else [None] * len(batch)
+        reports = _reports(generator, images, cfg, [item["seed"] for item in batch]) if generator is not None else [None] * len(batch)
         report_labels = label_reports(reports) if generator is not None else [None] * len(batch)
         meta = pipe.image_meta(labels, [item["seed"] for item in batch], ref_ids, cfg.vision.steps, cfg.vision.guidance, cfg.vision.scheduler)
         for info, item, report, rep_labels in zip(meta, batch, reports, report_labels):
             if ref_ids is None:
                 info.pop("reference_id", None)  # a text-only model (or vision.reference=false) saw no reference image
             info.update(name=f"{item['index']:04d}", index=item["index"], checkpoint=str(cfg.vision.checkpoint), report=report,
-                        report_labels=None if rep_labels is None else format_labels(rep_labels), decoding=_decoding(generator, cfg))
+                        report_labels=None if rep_labels is None else format_labels(rep_labels), decoding=_decoding(generator, cfg, item["seed"]))
         save_images(images, meta, pairs_dir)
         bar.update(len(batch))
     bar.close()
@@ -317,12 +329,13 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
         batch, images = readable_images(batch, generator.image_size, bool(cfg.data.get("skip_bad")), pairs_dir)
         if not batch:
             continue
-        reports = _reports(generator, torch.stack(images), cfg)
-        for item, report, rep_labels in zip(batch, reports, label_reports(reports)):
+        seeds = [int(cfg.seed) + item["index"] for item in batch]
+        reports = _reports(generator, torch.stack(images), cfg, seeds)
+        for item, seed, report, rep_labels in zip(batch, seeds, reports, label_reports(reports)):
             thumb = write_thumbnail(item["path"], pairs_dir.parent / "thumbs" / f"{item['index']:04d}.png")
             _write_json({"index": item["index"], "image": str(item["path"]), "thumbnail": thumb.relative_to(pairs_dir.parent).as_posix(),
                          "labels": None, "report": report, "report_labels": format_labels(rep_labels),
-                         "decoding": _decoding(generator, cfg)}, pairs_dir / f"{item['index']:04d}.json")
+                         "decoding": _decoding(generator, cfg, seed)}, pairs_dir / f"{item['index']:04d}.json")
 
 
 def _image_items(images_dir: str | None) -> list[dict]:

@@ -34,7 +34,8 @@ REDUCED = [
     "generate.groups=[No Finding,Cardiomegaly]",
     "generate.per_group=2",
     "generate.n=2",
-    _list("generate.overrides", "vision.scheduler=ddim", "vision.steps=4", "batch_size=4", "language.num_beams=3", "language.no_repeat_ngram_size=4"),
+    _list("generate.overrides", "vision.scheduler=ddim", "vision.steps=4", "batch_size=4", "language.do_sample=true", "language.top_p=0.7",
+          "language.no_repeat_ngram_size=4"),
     "reports.max_images=5",
     _list("reports.evaluate_overrides", "eval.metrics=[text,chexpert_f1,guards]", "eval.chexpert_f1.n_bootstrap=20"),
 ]
@@ -63,7 +64,9 @@ def test_demo_writes_every_stage(demo_run):
     assert all(len(re.findall(r"[a-z]{2,}", row["report"].lower())) >= 2 and row["prompt"].startswith("A chest X-Ray image") for row in rows)  # words, not "...."
     report_rows = [json.loads(line) for line in (demo_run / "08-reports" / "pairs.jsonl").read_text().splitlines()]
     assert len(report_rows) == 5 and all(Path(row["image"]).is_file() for row in report_rows)
-    assert all(row["decoding"]["no_repeat_ngram_size"] == 4 and row["decoding"]["num_beams"] == 3 for row in rows + report_rows)  # the demo's decoding, recorded per sidecar
+    assert all(row["decoding"]["no_repeat_ngram_size"] == 4 and row["decoding"]["do_sample"] and row["decoding"]["top_p"] == 0.7
+               for row in rows + report_rows)  # the demo's decoding, recorded per sidecar
+    assert [row["decoding"]["seed"] for row in rows] == [row["seed"] for row in rows]  # each sampled report from its pair's seed
     text = json.loads((demo_run / "09-evaluate-reports" / "metrics.json").read_text())["text"]
     assert 1 <= text["n_reports"] <= 5 and 0.0 <= text["bleu4"] <= text["bleu1"] <= 1.0 and text["bleu1"] > 0  # scored: the images whose study has the reference section; some words of the references
     assert _csv_row(demo_run / "09-evaluate-reports" / "table3.csv")[1:5] == [str(text[f"bleu{k}"]) for k in range(1, 5)]
@@ -93,10 +96,12 @@ def test_demo_measures_and_prints_the_showcase_figures(demo_run):
     assert (figures["classifier_auroc_gap"] is None) == (classifier["real_mean"] is None)
     for name in ("report_label_f1", "repeated_sentence_share", "distinct_share", "copy_share"):
         assert 0 <= figures[name] <= 1, name
+    control = figures["copy_share_real_reports"]
+    assert control["n_reports"] > 0 and 0 <= control["copy_share"] <= 1 and control["n_training_reports"] > 0
     assert figures["decoding"] == json.loads((demo_run / "06-generate" / "pairs.jsonl").read_text().splitlines()[0])["decoding"]
     printed = (demo_run / "printed.txt").read_text()
     for name in ("heart_width_ratio", "costophrenic_blunting", "lung_brightness", "classifier_auroc_gap", "report_label_f1",
-                 "repeated_sentence_share", "copy_share", "demo finished in"):
+                 "repeated_sentence_share", "copy_share", "held-out real reports", "demo finished in"):
         assert name in printed, name
 
 

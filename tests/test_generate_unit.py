@@ -53,3 +53,31 @@ def test_gallery_and_agreement(tmp_path):
              "report": "Heart <b>enlarged</b>.", "report_labels": "Cardiomegaly=1"}]
     html = write_gallery(rows, tmp_path / "index.html").read_text()
     assert 'src="pairs/0000.png"' in html and "agree 1/1" in html and "&lt;b&gt;" in html
+
+
+def test_sampled_reports_are_drawn_from_each_pairs_seed_whatever_the_batch():
+    """Nucleus sampling reads the global RNG: each report is drawn from its own seed, so batches of 1 and of 3 agree
+    and the caller's RNG is left as it was; beam/greedy decoding keeps one batched call."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from cxr_irgen.generate import _reports
+
+    calls = []
+
+    def generator(images, batch_size, **options):
+        calls.append(len(images))
+        return [f"{torch.rand(1).item():.6f}" for _ in images]
+
+    cfg = OmegaConf.create({"batch_size": 3, "language": {"do_sample": True, "num_beams": 1, "top_p": 0.9, "max_length": 8}})
+    images = torch.zeros(3, 1, 4, 4)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    together = _reports(generator, images, cfg, [7, 8, 9])
+    assert torch.equal(torch.get_rng_state(), before)
+    alone = [_reports(generator, images[i:i + 1], cfg, [seed])[0] for i, seed in enumerate([7, 8, 9])]
+    assert together == alone and len(set(together)) == 3
+    cfg.language.do_sample = False
+    calls.clear()
+    _reports(generator, images, cfg, [7, 8, 9])
+    assert calls == [3]

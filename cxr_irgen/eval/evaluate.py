@@ -368,9 +368,9 @@ def _training_reports(cfg) -> list[str] | None:
     train = table[table["split"] == "train"]
     if train.empty:
         return None
-    sections = load_sections(train, cfg.data)
-    texts = pd.concat([sections["findings"], sections["impression"], (sections["findings"].fillna("") + " " + sections["impression"].fillna("")).str.strip()])
-    return [t for t in texts.dropna().tolist() if t.strip()]
+    from cxr_irgen.eval.report_guards import guard_texts
+
+    return guard_texts(load_sections(train, cfg.data))
 
 
 def _store(results: dict, key: str, value: dict | None, reason: str) -> None:

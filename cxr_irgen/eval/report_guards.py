@@ -102,6 +102,15 @@ class TrainingReportIndex:
         return None
 
 
+def guard_texts(sections) -> list[str]:
+    """The texts a generated report is checked against, from report sections (study_id, findings, impression): each
+    findings, each impression and each findings + impression, non-empty."""
+    import pandas as pd
+
+    both = (sections["findings"].fillna("") + " " + sections["impression"].fillna("")).str.strip()
+    return [t for t in pd.concat([sections["findings"], sections["impression"], both]).dropna().tolist() if t.strip()]
+
+
 def report_guards(generated: Sequence[str], training_reports: Sequence[str] | None, threshold: float = COPY_THRESHOLD) -> dict:
     """``distinct_share`` and, with training reports, ``copy_share`` (verbatim or edit similarity ≥ threshold)."""
     from cxr_irgen.utils.progress import progress_bar
