@@ -6,8 +6,10 @@ element-wise ops and ~100x for a convolution (the probe at the start measures bo
 weights, gradients or optimizer moments passed through that range would slow down for as long as they
 stayed there, so the trainer flushes denormals to zero (``trainer.flush_denormal``, on by default);
 ``--keep-denormal`` runs the same training without the flush, to see whether any appear. Each 50-step
-window prints its rate, its most denormals and the 1-minute load average, so slow windows can be set
-against both.
+window prints its rate, its most denormals, the 1-minute load average and the share of CPU time the
+hypervisor stole from this virtual machine (``steal`` in /proc/stat), so slow windows can be set against
+each; ``--threads 1`` vs ``--threads 2`` shows how a two-thread OpenMP team, which waits for its slower
+thread at every barrier, amplifies steal on one of the two CPUs.
 
     python benchmarks/demo_stalls.py --steps 1000 --keep-denormal   # the demo's vision step, denormals kept
 
@@ -36,6 +38,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = torch.finfo(torch.float32).tiny
 
 
+def cpu_times() -> list[int]:
+    """The machine's cumulative CPU time fields (user nice system idle iowait irq softirq steal ...) from /proc/stat."""
+    with open("/proc/stat") as fh:
+        return [int(v) for v in fh.readline().split()[1:]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """Share of all CPU time between two :func:`cpu_times` readings that the hypervisor stole."""
+    delta = [b - a for a, b in zip(before, after)]
+    return delta[7] / max(1, sum(delta[:8]))
+
+
 def denormals(tensors) -> int:
     return sum(int(((t != 0) & (t.abs() < TINY)).sum()) for t in tensors if t is not None and t.is_floating_point())
 
@@ -59,6 +73,7 @@ class StepRecorder:
 
     def __init__(self):
         self.rows, self.last = [], None
+        self.window_cpu, self.steal = cpu_times(), []
         self._grads, self._inputs = 0, 0
         self.handles = [register_optimizer_step_pre_hook(self.pre), register_optimizer_step_post_hook(self.post),
                         torch.nn.modules.module.register_module_forward_pre_hook(self.conv_input)]
@@ -78,8 +93,12 @@ class StepRecorder:
             self.rows.append({"s": now - self.last, "conv_inputs": self._inputs, "grads": self._grads, "params": denormals(params), "states": denormals(states)})
             if len(self.rows) % 50 == 0:
                 chunk = self.rows[-50:]
+                cpu = cpu_times()
+                self.steal.append(steal_share(self.window_cpu, cpu))
+                self.window_cpu = cpu
                 print(f"steps {len(self.rows) - 48}-{len(self.rows) + 1}: {len(chunk) / sum(r['s'] for r in chunk):.2f} it/s, most denormals in a step: "
-                      + ", ".join(f"{k} {max(r[k] for r in chunk)}" for k in ("conv_inputs", "grads", "params", "states")) + f"; load {os.getloadavg()[0]:.1f}", flush=True)
+                      + ", ".join(f"{k} {max(r[k] for r in chunk)}" for k in ("conv_inputs", "grads", "params", "states"))
+                      + f"; load {os.getloadavg()[0]:.1f}; steal {self.steal[-1]:.0%}", flush=True)
         self._inputs = 0
         self.last = time.perf_counter()  # the counting above is not part of the next step's time
 
@@ -104,7 +123,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-demo-stalls-") as tmp:
         data = Path(tmp) / "phantoms"
         p = demo.phantoms
-        run_command("make-phantoms", [f"out={data}", f"n={p.n}", f"size={p.size}", f"seed={p.seed}", f"hydra.run.dir={tmp}/make"])
+        run_command("make-phantoms", [f"out={data}", f"n={p.n}", f"size={p.size}", f"seed={demo.seed}", f"hydra.run.dir={tmp}/make"])
         recorder = StepRecorder()
         overrides = [*demo.vision.overrides, f"trainer.max_steps={args.steps}", f"trainer.flush_denormal={not args.keep_denormal}"]
         start = time.perf_counter()
@@ -122,7 +141,8 @@ def main() -> None:
         "demo_stalls", {"steps_per_s": round(steps_per_s, 2), "median_step_s": round(median, 4), "stall_steps": len(stalls), "flush_denormal": not args.keep_denormal},
         {"note": "run with and without --keep-denormal to compare"}, 1.0, "none: compare the two runs' stall_steps and steps_per_s",
         wall_s=round(wall, 1), steps=len(rows), stalls_first_last=[stalls[:1], stalls[-1:]], steps_with_denormals=len(with_denormals),
-        denormals_first_last=[with_denormals[:1], with_denormals[-1:]], probe_ms=probe_ms, overrides=overrides, peak_memory_mb=common.peak_rss_mb(),
+        denormals_first_last=[with_denormals[:1], with_denormals[-1:]], probe_ms=probe_ms,
+        steal_per_window=[round(v, 3) for v in recorder.steal], overrides=overrides, peak_memory_mb=common.peak_rss_mb(),
     )))
 
 

@@ -131,7 +131,7 @@ def test_xrv_preprocessing_matches_torchxrayvision_normalisation():
 
 
 def test_xrv_features_shape_name_and_weights_round_trip(tmp_path):
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     torch.manual_seed(0)
     random_features = XRVFeatures()
@@ -139,7 +139,8 @@ def test_xrv_features_shape_name_and_weights_round_trip(tmp_path):
     images = torch.rand(1, 1, 64, 64)
     out = random_features(images)
     assert out.shape == (1, 1024)
-    save_file(random_features.model.state_dict(), str(tmp_path / "w.safetensors"))
+    assert random_features.model.features.conv0.weight.is_contiguous(memory_format=torch.channels_last)  # 1.45x faster (benchmarks/eval.py)
+    save_model(random_features.model, str(tmp_path / "w.safetensors"))  # safetensors' module save packs channels-last weights
     loaded = XRVFeatures(tmp_path / "w.safetensors")
     assert "random" not in loaded.name and torch.allclose(loaded(images), out, atol=1e-5)
     assert xrv_densenet().pathologies[0] == "Atelectasis"

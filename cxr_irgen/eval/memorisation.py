@@ -41,8 +41,10 @@ def nearest_by_ssim(generated: torch.Tensor, training: torch.Tensor, chunk: int 
     """(N, 1, S, S) and (M, 1, S, S) in [0, 1] → index (N,) of the highest-SSIM training image and that SSIM (N,)."""
     from cxr_irgen.eval.image_metrics import SSIMIndex
 
+    from cxr_irgen.utils.progress import progress_bar
+
     index = SSIMIndex(training, chunk)
-    best = [index(image) for image in generated]
+    best = [index(image) for image in progress_bar(generated, desc="memorisation: SSIM search", leave=False)]
     return np.array([int(s.argmax()) for s in best]), np.array([float(s.max()) for s in best])
 
 
