@@ -120,12 +120,13 @@ def repeats_a_sentence(report: str) -> bool:
 
 
 def _auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
+    """AUROC of finite ``positive`` vs ``negative`` scores; None when a side has none."""
+    from cxr_irgen.eval.utility import rank_auroc
 
     positive, negative = positive[np.isfinite(positive)], negative[np.isfinite(negative)]
     if not len(positive) or not len(negative):
         return None
-    return float(roc_auc_score(np.r_[np.ones(len(positive)), np.zeros(len(negative))], np.r_[positive, negative]))
+    return rank_auroc(np.r_[np.ones(len(positive), bool), np.zeros(len(negative), bool)], np.r_[positive, negative])
 
 
 def sign_aurocs(images: list, labels: np.ndarray) -> dict:
@@ -168,15 +169,15 @@ def real_copy_share(index: pd.DataFrame) -> dict:
     return {"copy_share": guards["copy_share"], "n_reports": len(held_out), "n_training_reports": guards["n_training_reports"]}
 
 
-def showcase_figures(gen_dir: Path, eval_dir: Path, real: pd.DataFrame) -> dict:
-    """Issue 11's figures of one demo run, each with its counts; ``real``: PA phantoms (image_path + 14 labels).
+def showcase_figures(gen_dir: Path, pairs: list[dict], eval_dir: Path, real: pd.DataFrame) -> dict:
+    """Issue 11's figures of one demo run, each with its counts; ``pairs``: the rows of ``gen_dir``'s pairs.jsonl;
+    ``real``: PA phantoms (image_path + 14 labels).
 
     - ``signs``: phantom-sign AUROC of the generated images (group vs No Finding), and of ``real``.
     - ``classifier_auroc``: the demo classifier's mean AUROC on generated vs real test images (07-evaluate).
     - ``report_label_f1``: micro F1 (positive mentions) of each report's own labels vs the requested labels.
     - ``repeated_sentence_share``, ``distinct_share``, ``copy_share`` (near copies of training reports).
     """
-    pairs = [json.loads(line) for line in (gen_dir / "pairs.jsonl").read_text().splitlines()]
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     gen_labels = np.stack([parse_labels(p["labels"]) for p in pairs])
     images = [_read_gray(gen_dir / p["image"]) for p in pairs]
@@ -295,13 +296,13 @@ def run(cfg) -> None:
     reports_eval_dir = _step("evaluate", out / "09-evaluate-reports",
                              [*on_data, f"generated={reports_dir}", *cfg.reports.evaluate_overrides], evaluate.run, timings)
     measuring = time.perf_counter()
-    figures = showcase_figures(gen_dir, eval_dir, index[index["view"] == "PA"])
+    pairs = [json.loads(line) for line in (gen_dir / "pairs.jsonl").read_text().splitlines()]
+    figures = showcase_figures(gen_dir, pairs, eval_dir, index[index["view"] == "PA"])
     figures["copy_share_real_reports"] = real_copy_share(index)
     timings["figures"] = round(time.perf_counter() - measuring, 1)
     figures.update(seed=int(cfg.seed), timings=timings, wall_s=round(time.perf_counter() - started, 1))
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
     print_figures(figures)
-    pairs = [json.loads(line) for line in (gen_dir / "pairs.jsonl").read_text().splitlines()]
     gallery = write_showcase(out, plan, pairs, int(g.n), index, own_reports(reports_dir, index), figures, target_rows(figures))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s (seed {cfg.seed})")
     print(f"tables (printed above by each evaluate step): {eval_dir / 'tables.md'} and {reports_eval_dir / 'tables.md'}")

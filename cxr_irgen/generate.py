@@ -329,22 +329,22 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
         batch, images = readable_images(batch, generator.image_size, bool(cfg.data.get("skip_bad")), pairs_dir)
         if not batch:
             continue
-        seeds = [int(cfg.seed) + item["index"] for item in batch]
-        reports = _reports(generator, torch.stack(images), cfg, seeds)
-        for item, seed, report, rep_labels in zip(batch, seeds, reports, label_reports(reports)):
+        reports = _reports(generator, torch.stack(images), cfg, [item["seed"] for item in batch])
+        for item, report, rep_labels in zip(batch, reports, label_reports(reports)):
             thumb = write_thumbnail(item["path"], pairs_dir.parent / "thumbs" / f"{item['index']:04d}.png")
             _write_json({"index": item["index"], "image": str(item["path"]), "thumbnail": thumb.relative_to(pairs_dir.parent).as_posix(),
                          "labels": None, "report": report, "report_labels": format_labels(rep_labels),
-                         "decoding": _decoding(generator, cfg, seed)}, pairs_dir / f"{item['index']:04d}.json")
+                         "decoding": _decoding(generator, cfg, item["seed"])}, pairs_dir / f"{item['index']:04d}.json")
 
 
-def _image_items(images_dir: str | None) -> list[dict]:
+def _image_items(images_dir: str | None, seed: int = 0) -> list[dict]:
+    """One entry per image file under ``images_dir``: index, path, seed (``seed + index``, as :func:`plan_pairs`)."""
     if not images_dir or not Path(str(images_dir)).is_dir():
         raise UserError(f"mode=reports needs images_dir=FOLDER with images; got {images_dir!r}")
     paths = sorted(p for p in Path(str(images_dir)).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise UserError(f"images_dir={images_dir}: no .png/.jpg/.dcm images found")
-    return [{"index": i, "path": p.resolve()} for i, p in enumerate(paths)]
+    return [{"index": i, "path": p.resolve(), "seed": seed + i} for i, p in enumerate(paths)]
 
 
 def collect_pairs(out: Path) -> tuple[list[dict], list[dict]]:
@@ -396,7 +396,7 @@ def run(cfg) -> None:
     pairs_dir = out / "pairs"
     pairs_dir.mkdir(parents=True, exist_ok=True)
     if cfg.mode == "reports":
-        items = _image_items(cfg.images_dir)
+        items = _image_items(cfg.images_dir, int(cfg.seed))
     else:
         items = plan_pairs(read_label_vectors(cfg.labels, cfg.labels_file), int(cfg.n), int(cfg.seed))
     mine = [it for it in items[state.process_index :: state.num_processes] if not (pairs_dir / f"{it['index']:04d}.json").exists()]

@@ -40,7 +40,6 @@ def nearest_by_cosine(generated: np.ndarray, training: np.ndarray) -> tuple[np.n
 def nearest_by_ssim(generated: torch.Tensor, training: torch.Tensor, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(N, 1, S, S) and (M, 1, S, S) in [0, 1] → index (N,) of the highest-SSIM training image and that SSIM (N,)."""
     from cxr_irgen.eval.image_metrics import SSIMIndex
-
     from cxr_irgen.utils.progress import progress_bar
 
     index = SSIMIndex(training, chunk)
