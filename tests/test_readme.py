@@ -1,10 +1,14 @@
-"""Every command of README.md runs as written, on a tiny phantom dataset, in README order.
+"""Every command of README.md and of the docs/ pages runs as written, and every relative link resolves.
 
-Each ```bash block's commands are run in-process through the CLI entry point with the README's
-placeholders (`<run>`, `...`, `data/phantoms`) replaced by the runs the earlier commands made, and
-tiny-model overrides appended (Hydra's last value wins). Commands that need MIMIC-CXR, pretrained
-weights, several GPUs or a fresh virtualenv are skipped with that reason; each of those has a
+Each ```bash block's commands are run in-process through the CLI entry point, README first (its quick
+start makes the runs), then each docs/*.md page in name order, reusing those runs: the placeholders
+(`<run>`, `...`, `data/phantoms`) are replaced by the runs the earlier commands made, and tiny-model
+overrides are appended (Hydra's last value wins). Commands that need MIMIC-CXR, pretrained weights,
+several GPUs, a fresh virtualenv or an hour of CPU are skipped with that reason; each of those has a
 test elsewhere named in the reason where one exists.
+
+Links: every relative link of README.md and docs/*.md names an existing file, and an anchor names a
+heading of the target page under GitHub's rules (lower case, spaces to '-', punctuation dropped).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from cxr_irgen.cli import main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 TINY = {
     "make-phantoms": ["n=40", "size=32"],
@@ -39,7 +45,11 @@ TINY = {
 }
 
 SKIP = [  # (pattern, reason): the first match decides
-    (r"^make (demo|test)", "builds a fresh .venv; CI runs `make test`, tests/test_end_to_end.py runs the demo (reduced)"),
+    (r"^make ", "builds a fresh .venv; CI runs `make test`, tests/test_end_to_end.py runs the demo (reduced)"),
+    (r"^(python|bash) benchmarks/", "a benchmark (minutes to hours); tests/test_gpu_suite.py runs the suite's dry run"),
+    (r"^HF_HUB_OFFLINE=1 \S*python -m pytest", "runs tests: this is a test"),
+    (r"<demo>", "needs a finished `make demo` run; tests/test_eval_utility.py runs the utility metric"),
+    (r"data\.csv=/path", "needs your own CSV of images; tests/test_data_adapters.py reads one"),
     (r"^cxr-irgen demo", "tests/test_end_to_end.py runs the demo with reduced sizes"),
     (r"^accelerate launch", "needs several GPUs; 2-process CPU runs: tests/test_vision_train.py, tests/test_generate_cli.py"),
     (r"data=mimic|/data/mimic", "needs MIMIC-CXR-JPG (credentialed PhysioNet data)"),
@@ -54,10 +64,10 @@ SKIP = [  # (pattern, reason): the first match decides
 ]
 
 
-def readme_commands() -> list[str]:
-    """The commands of every ```bash block, continuation lines joined, comments dropped."""
+def page_commands(page: Path) -> list[str]:
+    """The commands of every ```bash block of one page, continuation lines joined, comments dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+    for block in re.findall(r"^```bash\n(.*?)^```", page.read_text(), flags=re.S | re.M):
         for line in block.replace("\\\n", " ").splitlines():
             line = re.sub(r"\s+#.*$", "", line).strip()
             if line and not line.startswith("#"):
@@ -65,7 +75,7 @@ def readme_commands() -> list[str]:
     return commands
 
 
-COMMANDS = readme_commands()
+COMMANDS = [(page.relative_to(ROOT).as_posix(), command) for page in PAGES for command in page_commands(page)]
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +122,13 @@ def _record(argv: list[str], out: Path, runs: dict) -> None:
         runs["generate"] = out
 
 
-@pytest.mark.parametrize("number,command", list(enumerate(COMMANDS)), ids=[f"{i:02d}" for i in range(len(COMMANDS))])
-def test_readme_command_runs_as_written(number, command, runs, phantom_root, capsys):
+@pytest.mark.parametrize("number,page,command", [(i, page, command) for i, (page, command) in enumerate(COMMANDS)],
+                         ids=[f"{i:02d}-{page}" for i, (page, _) in enumerate(COMMANDS)])
+def test_readme_command_runs_as_written(number, page, command, runs, phantom_root, capsys):
     reason = next((why for pattern, why in SKIP if re.search(pattern, command)), None)
     if reason:
         pytest.skip(f"{command[:60]}...: {reason}")
-    assert command.startswith("cxr-irgen "), command
+    assert command.startswith("cxr-irgen "), f"{page}: {command}"
     argv = shlex.split(_substitute(command, runs, phantom_root))[1:]
     if argv == ["--help"]:
         main(argv)
@@ -135,4 +146,65 @@ def test_readme_command_runs_as_written(number, command, runs, phantom_root, cap
 
 
 def test_every_readme_command_is_listed():
-    assert len(COMMANDS) >= 20 and sum(c.startswith("cxr-irgen generate") for c in COMMANDS) >= 3
+    readme = page_commands(README)
+    assert len(readme) >= 10 and sum(c.startswith("cxr-irgen generate") for c in readme) >= 3
+    assert len(COMMANDS) >= 40 and {page for page, _ in COMMANDS} >= {"docs/data.md", "docs/evaluation.md", "docs/paper-recipes.md"}
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's id of a heading: links and code marks dropped, lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip())
+    text = re.sub(r"[`*]", "", text).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def without_code(text: str) -> str:
+    """The Markdown outside fenced blocks and inline code spans (links there are not links)."""
+    text = re.sub(r"^```.*?^```[^\n]*$", "", text, flags=re.S | re.M)
+    return re.sub(r"(`+).+?\1", "", text)
+
+
+def anchors(page: Path) -> set[str]:
+    """Every heading id of a page, with GitHub's -1, -2 suffixes for repeated headings."""
+    seen: dict[str, int] = {}
+    ids = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", re.sub(r"^```.*?^```[^\n]*$", "", page.read_text(), flags=re.S | re.M), flags=re.M):
+        anchor = github_anchor(heading)
+        ids.add(f"{anchor}-{seen[anchor]}" if anchor in seen else anchor)
+        seen[anchor] = seen.get(anchor, 0) + 1
+    return ids
+
+
+def test_github_anchor_rules():
+    assert github_anchor("The paper's claims on phantoms") == "the-papers-claims-on-phantoms"
+    assert github_anchor("The encoder × decoder grid") == "the-encoder--decoder-grid"
+    assert github_anchor("Config groups (`configs/`)") == "config-groups-configs"
+    assert github_anchor("`make demo`") == "make-demo"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[page.relative_to(ROOT).as_posix() for page in PAGES])
+def test_every_relative_link_resolves(page):
+    broken = []
+    for target in re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", without_code(page.read_text())):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and (resolved.suffix != ".md" or anchor not in anchors(resolved)):
+            broken.append(f"{target} (no heading #{anchor})")
+    assert not broken, f"{page.relative_to(ROOT)}: {broken}"
+
+
+def test_docs_index_links_every_page():
+    index = (ROOT / "docs" / "README.md").read_text()
+    readme = README.read_text()
+    for page in PAGES[1:]:
+        if page.name != "README.md":
+            assert f"]({page.name})" in index, f"docs/README.md does not link {page.name}"
+            assert f"](docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
+
+
+def test_readme_is_a_front_door():
+    assert len(README.read_text().splitlines()) < 250
