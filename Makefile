@@ -1,11 +1,12 @@
-# Two commands: `make demo` (main job on the embedded phantom data) and `make test`.
+# Two commands: `make demo` (main job on the embedded phantom data) and `make test` (`make test-fast`: the
+# `not slow` selection for the edit-test loop).
 # Each creates .venv and installs everything on first use.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info
