@@ -8,8 +8,8 @@ The vision run directory is the unit: reference images come from the data it was
 selection (PA train images, its ``max_images``), unless ``data`` names another pool, which is refused when it
 differs from the run's unless ``allow_reference_mismatch=True``. The pool is resolved and indexed once, when
 the pipeline is built. Image ``i`` depends on its label vector, its seed and the sampler settings only (not on
-the batch); a sampled report (``do_sample=True``) is drawn from its pair's seed. ``cxr-irgen generate`` is a
-thin wrapper over this class.
+the batch, up to the float rounding of batched convolutions: ~1e-6, at most one gray level); a sampled report
+(``do_sample=True``) is drawn from its pair's seed. ``cxr-irgen generate`` is a thin wrapper over this class.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def _same_pool(a, b) -> bool:
 def reference_pool(vision, data: Mapping | None = None, reference: bool = True, allow_mismatch: bool = False) -> dict | None:
     """Where reference images come from: ``{"data": data cfg, "max_images": N or None, "from": ...}``; None without references.
 
-    ``vision`` is a train-vision run dir. Text-only models (conditioning mode ``text``) and ``reference=False`` take
-    no reference. ``data`` None: the vision run's own training data and selection. ``data`` (a ``data`` config: name,
+    ``vision`` is a train-vision run dir. Text-only models (conditioning mode ``text``) take no reference;
+    ``reference=False`` on a reference-conditioned model raises UserError. ``data`` None: the vision run's own training data and selection. ``data`` (a ``data`` config: name,
     root or csv, ...) names another pool, refused when it differs from the run's unless ``allow_mismatch``; a ``data``
     with a name and no root must be the run's data kind.
     """
@@ -96,8 +96,12 @@ def reference_pool(vision, data: Mapping | None = None, reference: bool = True, 
     from cxr_irgen.vision.model import MODEL_CONFIG
 
     model_dir = vision_model_dir(vision)
-    if not reference or str(OmegaConf.load(model_dir / MODEL_CONFIG).conditioning.mode) == "text":
+    mode = str(OmegaConf.load(model_dir / MODEL_CONFIG).conditioning.mode)
+    if mode == "text":
         return None
+    if not reference:
+        raise UserError(f"vision.reference=false, but vision.checkpoint={vision} is conditioned on a reference image (conditioning.mode={mode}): "
+                        "keep vision.reference=true (only conditioning.mode=text models draw without one)")
     saved = saved_config(model_dir)
     trained = saved.get("data") if saved is not None else None
     if data is not None and not isinstance(data, DictConfig):
@@ -194,7 +198,8 @@ class PairPipelineOutput:
 
 
 class PairPipeline:
-    """Label vectors → (image, report) pairs: a trained vision model, an optional report generator, the reference lookup.
+    """Label vectors (K, 14) → K·n (image (1, H, W), report) pairs: a trained vision model, an optional report generator,
+    the reference lookup.
 
     Build it with :meth:`from_run_dirs`; call it with label vectors (see :meth:`__call__`). Attributes: ``vision``
     (:class:`~cxr_irgen.vision.pipeline.VisionPipeline`), ``report_generator`` (a
@@ -203,6 +208,8 @@ class PairPipeline:
     """
 
     def __init__(self, vision, report_generator=None, reference_pool: dict | None = None):
+        if reference_pool is None and vision.encoders.image_encoder is not None:
+            raise UserError("this vision model is conditioned on a reference image: give reference_pool= (PairPipeline.from_run_dirs resolves it)")
         self.vision, self.report_generator, self.reference_pool = vision, report_generator, reference_pool
         self.reference = reference_index(reference_pool) if reference_pool is not None else None
         self.image_size = vision.image_size
@@ -213,7 +220,7 @@ class PairPipeline:
         """Load a ``cxr-irgen train-vision`` run and (optionally) a language run: a ``train-language stage=prior`` run or any
         report-generator run. Every path and pool problem raises :class:`~cxr_irgen.errors.UserError` before a model loads.
 
-        ``reference``: False draws images without reference images; ``data``: another reference pool (a ``data`` config
+        ``reference``: False is only valid for a text-only model (see :func:`reference_pool`); ``data``: another reference pool (a ``data`` config
         mapping: ``{"name": "phantom", "root": ...}``), see :func:`reference_pool`.
         """
         language_dir = language_run_dir(language) if language is not None else None
@@ -239,7 +246,7 @@ class PairPipeline:
         positive), a dict, a (14,) vector in CheXpert order, a (K, 14) array, or a list of these. ``seeds``: an int
         (image ``i`` gets ``seeds + i``) or one per image. ``sampler``: ``pndm``, ``ddim`` or ``dpm++``; ``guidance``: the
         classifier-free guidance scale (1 disables it). ``batch_size``: images per forward pass (None: all at once; the
-        images do not depend on it). ``reports=False`` skips the report generator. ``decode``: the report generator's
+        images do not depend on it, up to float rounding). ``reports=False`` skips the report generator. ``decode``: the report generator's
         decoding options (``num_beams``, ``max_length``, ``do_sample``, ``top_p``, ...). Bad labels or seeds raise
         :class:`~cxr_irgen.errors.UserError` before anything runs.
         """

@@ -144,7 +144,7 @@ def _join(names: list[str]) -> str:
 
 
 def labels_to_prompt(vec: np.ndarray) -> str:
-    """The CXR-IRGen prompt: 'A chest X-Ray image with P1, P2 and P3, without N1 and N2, and unclear about U1'.
+    """(14,) label vector → the CXR-IRGen prompt: 'A chest X-Ray image with P1, P2 and P3, without N1 and N2, and unclear about U1'.
 
     The paper's template "with ..., without ..., and unclear about ..." with empty groups dropped:
     each group keeps its own connector (``, without``; ``, and unclear about``), so two groups read
