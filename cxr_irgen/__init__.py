@@ -18,16 +18,17 @@ Labels and prompts
 Report generators (images → reports)
     load_report_generator any saved report generator or report run dir → callable ``generator(images (B, 1, H, W))`` → B strings
     list_report_models    names of the report-generator models
-    create_report_model   build one from an encoder and a decoder name
+    create_report_model   an untrained encoder × decoder generator from an encoder name, a decoder name and a vocabulary
 
-Vision backbones
-    list_vision_models    names of the vision backbones
-    build_vision_model    build one by name
+Vision models (labels → images)
+    list_vision_models    names of the vision models (one YAML each in ``configs/vision/model/``)
+    build_vision_model    name → its config, frozen encoders and a fresh trainable model
 
-Evaluation without a config
-    evaluate_images       generated vs real images: FID, KID, PRDC, SSIM/PSNR, diversity, memorisation
-    evaluate_reports      generated vs reference reports: BLEU, ROUGE-L, CIDEr, CheXpert F1, guards
-    evaluate_pairs        both, for a set of generated pairs
+Evaluation without a config (the numbers ``cxr-irgen evaluate`` prints, as dicts)
+    evaluate_images       N generated images ((N, 1, H, W), paths or a folder) vs real ones: FID, KID, PRDC, PSNR/SSIM,
+                          diversity, AUROC protocol, memorisation
+    evaluate_reports      N generated vs N reference reports: BLEU, ROUGE-L, CIDEr, CheXpert F1, label agreement, guards
+    evaluate_pairs        N images, N reports, (N, 14) requested labels: agreement of classifier, labeler and request
 
 Errors
     UserError             every bad input (a label, a path, a run of the wrong kind) raises it, before a model loads

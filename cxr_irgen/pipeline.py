@@ -230,7 +230,7 @@ class PairPipeline:
     @classmethod
     def load(cls, vision: str | Path, language: str | Path | None, pool: dict | None, device: str | torch.device = "auto") -> "PairPipeline":
         """Load the models of already checked run dirs, with an already resolved reference pool (``generate`` checks first)."""
-        from cxr_irgen.report_models.interface import load_report_generator
+        from cxr_irgen.report_models import load_report_generator
         from cxr_irgen.vision.pipeline import VisionPipeline
 
         device = resolve_device(device)
