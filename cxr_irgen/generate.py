@@ -1,6 +1,7 @@
 """`cxr-irgen generate`: label vectors → prompt + reference image → image → report, with a gallery.
 
-Writes ``pairs/NNNN.png`` and a per-pair ``pairs/NNNN.json`` (written atomically; a
+A thin wrapper over :class:`cxr_irgen.pipeline.PairPipeline` (which owns the models and the reference
+lookup) for ``mode=pairs`` and ``mode=images``. Writes ``pairs/NNNN.png`` and a per-pair ``pairs/NNNN.json`` (written atomically; a
 re-run skips pairs already written), then ``pairs.jsonl``, ``provenance.json`` and ``index.html``.
 Under ``accelerate launch`` the pairs are split across processes by index.
 
@@ -8,7 +9,7 @@ The vision run directory is the unit: the reference images come from the data th
 run was trained on, with its selection (PA train images, its ``max_images``), unless
 ``data.root`` is given; a given pool that differs from the run's is refused unless
 ``vision.allow_reference_mismatch=true``. :func:`check` finds every user error before a
-model loads.
+model loads and resolves the reference pool, once per run.
 """
 
 from __future__ import annotations
@@ -23,35 +24,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels, labels_from_row, parse_labels
+from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels, label_problems, labels_from_row, parse_labels
 from cxr_irgen.errors import UserError
 from cxr_irgen.gallery import write_gallery
+from cxr_irgen.pipeline import decoding_record, language_run_dir, reference_pool as resolve_reference_pool, resolve_device, write_reports
 from cxr_irgen.utils.rundir import run_dir, saved_config
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
 MODES = ("pairs", "images", "reports")
-
-
-def label_problems(text: str, where: str = "--labels") -> list[str]:
-    """Every problem of one label string (nothing named, unknown name, bad value, an observation twice), not only the first."""
-    parts = [p.strip() for p in re.split(r"[,;\n]", str(text)) if p.strip()]
-    if not parts:
-        return [f"{where} {str(text)!r} names no observation (e.g. \"Cardiomegaly=1, Edema=0\")"]
-    problems, seen = [], {}
-    for part in parts:
-        try:
-            vec = parse_labels(part)
-        except UserError as err:
-            problems.append(str(err).split("; valid labels")[0])
-            continue
-        name = CHEXPERT_LABELS[int(np.flatnonzero(~np.isnan(vec))[0])]
-        if name in seen:
-            problems.append(f"{name} given twice ({seen[name]!r} and {part!r})")
-        seen[name] = part
-    if any(p.startswith("unknown label") for p in problems):
-        problems.append(f"valid labels: {', '.join(CHEXPERT_LABELS)} (aliases: effusion, opacity, lesion, normal, ...)")
-    return problems
 
 
 def positive_int(value, key: str) -> int:
@@ -105,136 +86,29 @@ def _batches(items: list, size: int):
         yield items[start : start + size]
 
 
-def _device(cfg) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
-
-
-def vision_model_dir(checkpoint) -> Path:
-    """The ``model/`` folder of a train-vision run (or the folder itself); a one-line error for anything else."""
-    from cxr_irgen.vision.model import BACKBONE_DIR, BACKBONE_WEIGHTS, MODEL_DIR
-
-    if not checkpoint:
-        raise UserError("vision.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-vision`)")
-    path = Path(str(checkpoint))
-    if not path.exists():
-        raise UserError(f"vision.checkpoint={path}: no such folder")
-    for folder in (path / MODEL_DIR, path):
-        if (folder / BACKBONE_DIR / BACKBONE_WEIGHTS).is_file():
-            return folder
-    kind = _run_kind(path)
-    raise UserError(f"vision.checkpoint={path} is {kind}, not a finished train-vision run (no {MODEL_DIR}/{BACKBONE_DIR}/{BACKBONE_WEIGHTS})")
-
-
-def language_run_dir(checkpoint) -> Path:
-    """A train-language stage=prior run dir or a report-generator run (train-report-model); a one-line error for anything else."""
-    from cxr_irgen.language.prior import PRIOR_FILE
-    from cxr_irgen.report_models.interface import GENERATOR_FILE, RUN_SUBDIR
-
-    if not checkpoint:
-        raise UserError("language.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-language stage=prior` or `train-report-model`)")
-    path = Path(str(checkpoint))
-    if not path.exists():
-        raise UserError(f"language.checkpoint={path}: no such folder")
-    markers = [path / PRIOR_FILE, path / "prior" / PRIOR_FILE, path / GENERATOR_FILE, path / RUN_SUBDIR / GENERATOR_FILE]
-    if not any(marker.is_file() for marker in markers):
-        raise UserError(f"language.checkpoint={path} is {_run_kind(path)}, not a train-language stage=prior run (no prior/{PRIOR_FILE}) nor a report-model run ({RUN_SUBDIR}/{GENERATOR_FILE})")
-    return path
-
-
-def _run_kind(path: Path) -> str:
-    saved = saved_config(path)
-    if saved is None:
-        return "not a cxr-irgen run dir"
-    if saved.get("stage"):
-        return f"a train-language stage={saved.stage} run"
-    if saved.get("vision") is not None and saved.vision.get("model") is not None:
-        return "a train-vision run" if (path / "model").is_dir() else "an unfinished train-vision run"
-    return f"a {'train-classifier' if saved.get('classifier') else 'different'} run"
-
-
-def _same_pool(a, b) -> bool:
-    def where(data):
-        root = data.get("root") or data.get("csv")
-        return str(data.get("name")), str(Path(str(root)).resolve()) if root else None
-
-    return where(a) == where(b)
-
-
 def reference_pool(cfg) -> dict | None:
-    """Where reference images come from: ``{"data": data cfg, "max_images": N or None, "from": ...}``; None without references.
-
-    Text-only models (conditioning mode ``text``) take no reference. By default the pool is the
-    vision run's own training data and selection; ``data.root`` names another pool, refused when it
-    differs from the run's unless ``vision.allow_reference_mismatch=true``.
-    """
-    from omegaconf import OmegaConf
-
-    from cxr_irgen.vision.model import MODEL_CONFIG
-
-    model_dir = vision_model_dir(cfg.vision.checkpoint)
-    if not cfg.vision.reference or str(OmegaConf.load(model_dir / MODEL_CONFIG).conditioning.mode) == "text":
-        return None
-    saved = saved_config(model_dir)
-    trained = saved.get("data") if saved is not None else None
-    given = cfg.data if (cfg.data.get("root") or cfg.data.get("csv")) else None
-    if given is None:
-        if trained is None:
-            raise UserError(f"vision.checkpoint={cfg.vision.checkpoint} records no training data (no config.yaml): set data=... data.root=... for the reference images")
-        if str(cfg.data.name) not in (str(trained.name), "phantom"):
-            raise UserError(f"data={cfg.data.name} without data.root, but the vision run was trained on data={trained.name}: drop data= or give data.root")
-        pool = {"data": trained, "max_images": saved.get("max_images"), "from": "the vision run's training data"}
-    else:
-        same = trained is not None and _same_pool(given, trained)
-        pool = {"data": given, "max_images": saved.get("max_images") if same else None,
-                "from": "data.* given to generate" + (" (= the vision run's training data)" if same else "")}
-        if trained is not None and not same and not cfg.vision.get("allow_reference_mismatch"):
-            raise UserError(f"the vision run was trained on data={trained.name} root={trained.get('root')}, but generate got data={given.name} "
-                            f"root={given.get('root')}: drop data.* to use the run's own reference pool, or set vision.allow_reference_mismatch=true")
-    root = pool["data"].get("root")
-    if root and not Path(str(root)).exists():
-        raise UserError(f"reference images: data root {root} (data={pool['data'].name}, {pool['from']}) not found; set data.root=")
-    return pool
+    """The reference pool of a generate config (:func:`cxr_irgen.pipeline.reference_pool`): ``data.*`` counts only when it
+    names a root or csv or another data kind than the default ``phantom``."""
+    data = cfg.data if (cfg.data.get("root") or cfg.data.get("csv") or str(cfg.data.name) != "phantom") else None
+    return resolve_reference_pool(cfg.vision.checkpoint, data, bool(cfg.vision.reference), bool(cfg.vision.get("allow_reference_mismatch")))
 
 
-def reference_index(pool: dict):
-    """The reference lookup over the pool's vision training selection (DESIGN 1.1: PA train split, the run's max_images)."""
-    from cxr_irgen.data.adapters import load_table
-    from cxr_irgen.data.reference import ReferenceIndex
-    from cxr_irgen.data.selections import vision_train
-
-    index = vision_train(load_table(pool["data"]))
-    if pool["max_images"]:
-        index = index.head(int(pool["max_images"]))
-    return ReferenceIndex.from_index(index)
-
-
-def check(cfg) -> None:
-    """Every user error of a generate call, before a model loads or a run folder is made."""
+def check(cfg) -> dict | None:
+    """Every user error of a generate call, before a model loads or a run folder is made; returns the reference pool
+    (None in ``mode=reports`` or without references), so a run resolves it once."""
     if cfg.mode not in MODES:
         raise UserError(f"mode={cfg.mode!r}: use {', '.join(MODES)}")
     positive_int(cfg.n, "n")
     positive_int(cfg.batch_size, "batch_size")
+    pool = None
     if cfg.mode == "reports":
         _image_items(cfg.images_dir)
     else:
         read_label_vectors(cfg.labels, cfg.labels_file)
-        reference_pool(cfg)
+        pool = reference_pool(cfg)
     if cfg.mode != "images":
         language_run_dir(cfg.language.checkpoint)
-
-
-def _load_vision(cfg, device):
-    from cxr_irgen.vision.pipeline import VisionPipeline
-
-    return VisionPipeline.from_run_dir(vision_model_dir(cfg.vision.checkpoint), device=device)
-
-
-def _load_language(cfg, device):
-    from cxr_irgen.report_models.interface import load_report_generator
-
-    return load_report_generator(language_run_dir(cfg.language.checkpoint)).to(device)
+    return pool
 
 
 def _decode_options(cfg) -> dict:
@@ -247,56 +121,29 @@ def _decode_options(cfg) -> dict:
 
 
 def _reports(generator, images: torch.Tensor, cfg, seeds: list[int]) -> list[str]:
-    """One report per image (B, 1, H, W); nucleus sampling (``language.do_sample``) draws each report from its own seed,
-    one image at a time, so a sampled report is reproducible alone, whatever the batch."""
-    if not cfg.language.do_sample:
-        return generator(images, batch_size=cfg.batch_size, **_decode_options(cfg))
-    reports = []
-    for image, seed in zip(images, seeds):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            reports += generator(image[None], batch_size=1, **_decode_options(cfg))
-    return reports
+    """One report per image (B, 1, H, W) with the ``language.*`` options (:func:`cxr_irgen.pipeline.write_reports`)."""
+    return write_reports(generator, images, seeds, int(cfg.batch_size), **_decode_options(cfg))
 
 
-def _decoding(generator, cfg, seed: int) -> dict | None:
-    """The full report decoding config of :func:`_reports` (recorded in each sidecar), with the seed a sampled report was
-    drawn from; None without reports."""
-    if generator is None:
-        return None
-    return {**generator.decoding_settings(**_decode_options(cfg)), **({"seed": int(seed)} if cfg.language.do_sample else {})}
+def _sidecar(record: dict, item: dict, checkpoint) -> dict:
+    """The pipeline's record of one pair with generate's keys (name, index, checkpoint) before its report's."""
+    report = {key: record.pop(key) for key in ("report", "report_labels", "decoding")}
+    return {**record, "name": f"{item['index']:04d}", "index": item["index"], "checkpoint": str(checkpoint), **report}
 
 
-def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
+def _generate_pairs(cfg, pool: dict | None, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
     from cxr_irgen.utils.progress import progress_bar
 
-    from cxr_irgen.data.imageio import read_image
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.pipeline import PairPipeline
     from cxr_irgen.vision.pipeline import save_images
 
-    device = _device(cfg)
-    pool = reference_pool(cfg)
-    pipe = _load_vision(cfg, device)
-    generator = _load_language(cfg, device) if cfg.mode == "pairs" else None
-    reference = reference_index(pool) if pool is not None else None
+    language = language_run_dir(cfg.language.checkpoint) if cfg.mode == "pairs" else None
+    pipe = PairPipeline.load(cfg.vision.checkpoint, language, pool, cfg.device)
     bar = progress_bar(total=len(items), desc="generate", disable=not show_progress, dynamic_ncols=True)
     for batch in _batches(items, int(cfg.batch_size)):
-        labels = [item["labels"] for item in batch]
-        ref_ids, ref_images = None, None
-        if reference is not None:
-            ref_ids = [reference.lookup(item["labels"], seed=item["seed"]) for item in batch]
-            ref_images = torch.stack([read_image(reference.image_path(i), pipe.image_size) for i in ref_ids])
-        images = pipe(labels, ref_images, seeds=[item["seed"] for item in batch], steps=cfg.vision.steps,
-                      guidance=cfg.vision.guidance, scheduler=cfg.vision.scheduler)
-        reports = _reports(generator, images, cfg, [item["seed"] for item in batch]) if generator is not None else [None] * len(batch)
-        report_labels = label_reports(reports) if generator is not None else [None] * len(batch)
-        meta = pipe.image_meta(labels, [item["seed"] for item in batch], ref_ids, cfg.vision.steps, cfg.vision.guidance, cfg.vision.scheduler)
-        for info, item, report, rep_labels in zip(meta, batch, reports, report_labels):
-            if ref_ids is None:
-                info.pop("reference_id", None)  # a text-only model (or vision.reference=false) saw no reference image
-            info.update(name=f"{item['index']:04d}", index=item["index"], checkpoint=str(cfg.vision.checkpoint), report=report,
-                        report_labels=None if rep_labels is None else format_labels(rep_labels), decoding=_decoding(generator, cfg, item["seed"]))
-        save_images(images, meta, pairs_dir)
+        out = pipe([item["labels"] for item in batch], seeds=[item["seed"] for item in batch], sampler=cfg.vision.scheduler, steps=cfg.vision.steps,
+                   guidance=cfg.vision.guidance, batch_size=int(cfg.batch_size), **_decode_options(cfg))
+        save_images(out.image_tensor, [_sidecar(record, item, cfg.vision.checkpoint) for record, item in zip(out.records, batch)], pairs_dir)
         bar.update(len(batch))
     bar.close()
 
@@ -324,7 +171,9 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
     from cxr_irgen.eval.labeler import label_reports
     from cxr_irgen.gallery import write_thumbnail
 
-    generator = _load_language(cfg, _device(cfg))
+    from cxr_irgen.report_models.interface import load_report_generator
+
+    generator = load_report_generator(language_run_dir(cfg.language.checkpoint)).to(resolve_device(cfg.device))
     for batch in progress_bar(list(_batches(items, int(cfg.batch_size))), desc="reports", disable=not show_progress):
         batch, images = readable_images(batch, generator.image_size, bool(cfg.data.get("skip_bad")), pairs_dir)
         if not batch:
@@ -334,7 +183,7 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
             thumb = write_thumbnail(item["path"], pairs_dir.parent / "thumbs" / f"{item['index']:04d}.png")
             _write_json({"index": item["index"], "image": str(item["path"]), "thumbnail": thumb.relative_to(pairs_dir.parent).as_posix(),
                          "labels": None, "report": report, "report_labels": format_labels(rep_labels),
-                         "decoding": _decoding(generator, cfg, item["seed"])}, pairs_dir / f"{item['index']:04d}.json")
+                         "decoding": decoding_record(generator, item["seed"], **_decode_options(cfg))}, pairs_dir / f"{item['index']:04d}.json")
 
 
 def _image_items(images_dir: str | None, seed: int = 0) -> list[dict]:
@@ -390,8 +239,8 @@ def provenance(cfg, pool: dict | None, rows: list[dict], skipped: list[dict]) ->
 def run(cfg) -> None:
     from accelerate import PartialState
 
-    check(cfg)
-    state = PartialState(cpu=_device(cfg).type == "cpu")  # without cpu=True, CPU processes under torchrun would not shard
+    pool = check(cfg)
+    state = PartialState(cpu=resolve_device(cfg.device).type == "cpu")  # without cpu=True, CPU processes under torchrun would not shard
     out = run_dir(cfg)
     pairs_dir = out / "pairs"
     pairs_dir.mkdir(parents=True, exist_ok=True)
@@ -402,12 +251,14 @@ def run(cfg) -> None:
     mine = [it for it in items[state.process_index :: state.num_processes] if not (pairs_dir / f"{it['index']:04d}.json").exists()]
     log.info("%d pairs planned, %d left for process %d", len(items), len(mine), state.process_index)
     if mine:
-        work = _report_images if cfg.mode == "reports" else _generate_pairs
-        work(cfg, mine, pairs_dir, state.is_main_process)
+        if cfg.mode == "reports":
+            _report_images(cfg, mine, pairs_dir, state.is_main_process)
+        else:
+            _generate_pairs(cfg, pool, mine, pairs_dir, state.is_main_process)
     state.wait_for_everyone()
     if state.is_main_process:
         rows, skipped = collect_pairs(out)
-        info = provenance(cfg, reference_pool(cfg) if cfg.mode != "reports" else None, rows, skipped)
+        info = provenance(cfg, pool, rows, skipped)
         _write_json(info, out / "provenance.json")
         with open(out / "pairs.jsonl", "w") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in rows)

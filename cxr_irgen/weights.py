@@ -112,6 +112,7 @@ def weights_path(relative: str, default, *, _root_):
 
 
 def register_resolver() -> None:
+    """Register the ``${weights_path:NAME}`` OmegaConf resolver (``import cxr_irgen`` does it; calling again is a no-op)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver(RESOLVER):

@@ -144,7 +144,7 @@ def _join(names: list[str]) -> str:
 
 
 def labels_to_prompt(vec: np.ndarray) -> str:
-    """The CXR-IRGen prompt: 'A chest X-Ray image with P1, P2 and P3, without N1 and N2, and unclear about U1'.
+    """(14,) label vector → the CXR-IRGen prompt: 'A chest X-Ray image with P1, P2 and P3, without N1 and N2, and unclear about U1'.
 
     The paper's template "with ..., without ..., and unclear about ..." with empty groups dropped:
     each group keeps its own connector (``, without``; ``, and unclear about``), so two groups read
@@ -189,3 +189,65 @@ def labels_from_row(row: Mapping[str, object]) -> np.ndarray:
         if value is not None and value == value and value != "":
             vec[i] = parse_value(value, name)
     return vec
+
+
+def label_problems(text: str, where: str = "--labels") -> list[str]:
+    """Every problem of one label string (nothing named, unknown name, bad value, an observation twice), not only the first."""
+    parts = [p.strip() for p in re.split(r"[,;\n]", str(text)) if p.strip()]
+    if not parts:
+        return [f"{where} {str(text)!r} names no observation (e.g. \"Cardiomegaly=1, Edema=0\")"]
+    problems, seen = [], {}
+    for part in parts:
+        try:
+            vec = parse_labels(part)
+        except UserError as err:
+            problems.append(str(err).split("; valid labels")[0])
+            continue
+        name = CHEXPERT_LABELS[int(np.flatnonzero(~np.isnan(vec))[0])]
+        if name in seen:
+            problems.append(f"{name} given twice ({seen[name]!r} and {part!r})")
+        seen[name] = part
+    if any(p.startswith("unknown label") for p in problems):
+        problems.append(f"valid labels: {', '.join(CHEXPERT_LABELS)} (aliases: effusion, opacity, lesion, normal, ...)")
+    return problems
+
+
+def _one_vector(labels) -> bool:
+    """Whether ``labels`` is one label vector (a string, a dict, a (14,) array or list of numbers), not a list of them."""
+    if isinstance(labels, (str, Mapping)):
+        return True
+    if hasattr(labels, "ndim"):
+        return labels.ndim == 1
+    return isinstance(labels, (list, tuple)) and bool(labels) and all(isinstance(v, (int, float, np.number)) for v in labels)
+
+
+def label_vectors(labels) -> np.ndarray:
+    """(K, 14) float32 from label strings (``"Cardiomegaly=1, Edema=0"``), dicts, (14,) vectors, a (K, 14) array, or a list of these.
+
+    Every problem of every entry is named in one UserError (strings as :func:`label_problems`; vectors of the wrong shape
+    or with values other than 1, 0, -1, NaN).
+    """
+    entries = [labels] if _one_vector(labels) else list(labels)
+    if not entries:
+        raise UserError("no label vectors given (e.g. \"Cardiomegaly=1, Edema=0\")")
+    vectors, problems = [], []
+    for i, entry in enumerate(entries):
+        where = f"labels[{i}]" if len(entries) > 1 else "labels"
+        if isinstance(entry, (str, Mapping)):
+            found = label_problems(entry, where) if isinstance(entry, str) else []
+            try:
+                vectors.append(None if found else parse_labels(entry))
+            except UserError as err:
+                found = [str(err)]
+            message = "; ".join(found)
+            problems += [message if message.startswith(where) else f"{where} {entry!r}: {message}"] if found else []
+            continue
+        vec = np.asarray(entry, dtype=np.float32)
+        if vec.shape != (NUM_LABELS,):
+            problems.append(f"{where}: shape {vec.shape}, need ({NUM_LABELS},) in CheXpert order ({', '.join(CHEXPERT_LABELS)})")
+        elif bad := sorted({float(v) for v in vec if not (np.isnan(v) or float(v) in _VALUE_NAMES)}):
+            problems.append(f"{where}: values {bad} are not 1 (positive), 0 (negative), -1 (uncertain) or NaN (not mentioned)")
+        vectors.append(vec)
+    if problems:
+        raise UserError("; ".join(problems[:10]) + (f"; ... ({len(problems)} problems)" if len(problems) > 10 else ""))
+    return np.stack(vectors)

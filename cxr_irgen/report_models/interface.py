@@ -139,7 +139,8 @@ def _import_kinds() -> None:
 
 
 def load_report_generator(path: str | Path) -> ReportGenerator:
-    """Any saved report generator or report run dir → its :class:`ReportGenerator` (weights strictly loaded)."""
+    """Any saved report generator or report run dir → its :class:`ReportGenerator` (weights strictly loaded); call it
+    with images (B, 1, H, W) in [0, 1] → B report strings."""
     _import_kinds()
     from cxr_irgen.report_models.language_adapter import CxrIrgenReportGenerator, is_prior_run
 

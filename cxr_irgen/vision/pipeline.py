@@ -165,18 +165,22 @@ class VisionPipeline:
         ]
 
 
-def save_images(images: torch.Tensor, meta: list[dict], out_dir: str | Path) -> list[Path]:
-    """Write ``images`` (B, 1, H, W) in [0, 1] as 8-bit PNGs ``NNNNN.png`` (or ``meta[i]['name']``) with JSON sidecars."""
+def to_pil(image: torch.Tensor):
+    """One image (1, H, W) in [0, 1] as an 8-bit grayscale ``PIL.Image`` (what :func:`save_images` writes)."""
     from PIL import Image
 
+    return Image.fromarray((image.squeeze(0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8))
+
+
+def save_images(images: torch.Tensor, meta: list[dict], out_dir: str | Path) -> list[Path]:
+    """Write ``images`` (B, 1, H, W) in [0, 1] as 8-bit PNGs ``NNNNN.png`` (or ``meta[i]['name']``) with JSON sidecars."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (image, info) in enumerate(zip(images, meta)):
         name = info.get("name", f"{i:05d}")
         png = out_dir / f"{name}.png"
-        array = (image.squeeze(0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(array).save(png.with_suffix(".tmp.png"))
+        to_pil(image).save(png.with_suffix(".tmp.png"))
         os.replace(png.with_suffix(".tmp.png"), png)
         sidecar = out_dir / f"{name}.json"  # its existence marks the image done (generate's resume): written last, atomically
         sidecar.with_suffix(".json.tmp").write_text(json.dumps({**info, "image": png.name}, indent=1))
