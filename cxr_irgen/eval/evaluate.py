@@ -114,11 +114,15 @@ def drop_bad_images(table: pd.DataFrame, column: str) -> tuple[pd.DataFrame, lis
 
 def random_weight_metrics(cfg, wanted: set[str]) -> dict[str, str]:
     """``{metric: what has random weights}`` for the image metrics ``wanted`` would compute with a randomly initialised network."""
-    if str(cfg.eval.fid.features) != "xrv" or cfg.eval.get("xrv_weights"):
+    features = str(cfg.eval.fid.features)
+    if (features, bool(cfg.eval.get("xrv_weights"))) == ("xrv", False):
+        what = "XRV DenseNet-121 feature extractor with random weights (eval.xrv_weights unset)"
+    elif features == "rad_dino" and not cfg.eval.fid.get("rad_dino"):
+        what = "RAD-DINO feature extractor with random weights (eval.fid.rad_dino unset)"
+    else:
         return {}
-    on_fid_features = ("fid", "kid", "prdc", "memorisation")  # every metric on the FID extractor's features
-    return {metric: "XRV DenseNet-121 feature extractor with random weights (eval.xrv_weights unset)"
-            for metric in on_fid_features if metric in wanted}
+    on_fid_features = ("fid", "kid", "prdc", "memorisation", "privacy")  # every metric on the FID extractor's features
+    return {metric: what for metric in on_fid_features if metric in wanted}
 
 
 def refuse_random_weights(cfg, wanted: set[str]) -> dict[str, str]:
@@ -126,7 +130,8 @@ def refuse_random_weights(cfg, wanted: set[str]) -> dict[str, str]:
     random = random_weight_metrics(cfg, wanted)
     if random and not cfg.eval.get("allow_random_weights", False):
         metric, what = next(iter(random.items()))
-        raise UserError(f"{metric} would come from a {what}: set eval.xrv_weights=/path/densenet121-res224-all.pt "
+        weights = "eval.fid.rad_dino=/path/to/rad-dino (or weights.root)" if "RAD-DINO" in what else "eval.xrv_weights=/path/densenet121-res224-all.pt"
+        raise UserError(f"{metric} would come from a {what}: set {weights} "
                         "(or eval.fid.features=classifier eval.fid.classifier=TRAIN_CLASSIFIER_RUN, or drop it from eval.metrics); "
                         "eval.allow_random_weights=true computes it anyway, marked, for smoke tests")
     return random
