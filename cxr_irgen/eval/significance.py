@@ -117,29 +117,37 @@ def compare_report_systems(systems: dict[str, Sequence[str]], references: Sequen
     return out
 
 
-def paired_bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], generated_a: np.ndarray, generated_b: np.ndarray, real: np.ndarray,
+def paired_bootstrap(metric: Callable, generated_a: np.ndarray, generated_b: np.ndarray, real: np.ndarray | None,
                      n_resamples: int = N_BOOTSTRAP, seed: int = SEED, paired_items: bool | None = None) -> dict:
-    """Paired bootstrap of ``metric(generated, real)`` (e.g. FID of (N, D) features) for system B − system A on the same real set.
+    """Paired bootstrap of ``metric(generated, real)`` (e.g. FID of (N, D) features) for system B − system A on the same real set;
+    ``real=None``: ``metric(generated)`` (e.g. AUROC of rows of classifier outputs and labels).
 
     Each resample draws the real rows with replacement once for both systems; the generated rows are drawn with the
     same indices for both when ``paired_items`` (default: both sets have the same length), else independently.
-    Returns ``{"a", "b", "difference", "ci95", "p_value", "n_resamples", "seed", "paired_items", "test"}``.
+    Resamples where either value is NaN (e.g. an AUROC group left empty) are dropped and counted.
+    Returns ``{"a", "b", "difference", "ci95", "p_value", "n_resamples", "n_valid_resamples", "seed", "paired_items", "test"}``.
     """
-    generated_a, generated_b, real = (np.asarray(x, np.float64) for x in (generated_a, generated_b, real))
+    generated_a, generated_b = np.asarray(generated_a, np.float64), np.asarray(generated_b, np.float64)
+    real = None if real is None else np.asarray(real, np.float64)
+    score = (lambda g, r: metric(g)) if real is None else metric
     paired = len(generated_a) == len(generated_b) if paired_items is None else paired_items
     if paired and len(generated_a) != len(generated_b):
         raise ValueError(f"paired items need generated sets of the same length, got {len(generated_a)} and {len(generated_b)}")
     rng = np.random.default_rng(seed)
     differences = np.empty(n_resamples)
     for r in range(n_resamples):
-        pick_real = rng.integers(0, len(real), len(real))
+        pick_real = None if real is None else real[rng.integers(0, len(real), len(real))]
         pick_a = rng.integers(0, len(generated_a), len(generated_a))
         pick_b = pick_a if paired else rng.integers(0, len(generated_b), len(generated_b))
-        differences[r] = metric(generated_b[pick_b], real[pick_real]) - metric(generated_a[pick_a], real[pick_real])
-    value_a, value_b = metric(generated_a, real), metric(generated_b, real)
-    tail = min((differences <= 0).mean(), (differences >= 0).mean())
-    return {"a": value_a, "b": value_b, "difference": value_b - value_a, "ci95": [float(np.percentile(differences, 2.5)), float(np.percentile(differences, 97.5))],
-            "p_value": float(min(1.0, 2 * tail)), "n_resamples": n_resamples, "seed": seed, "paired_items": paired, "test": BOOTSTRAP}
+        differences[r] = score(generated_b[pick_b], pick_real) - score(generated_a[pick_a], pick_real)
+    value_a, value_b = score(generated_a, real), score(generated_b, real)
+    valid = differences[np.isfinite(differences)]
+    if not len(valid):
+        raise ValueError("paired bootstrap: the metric is NaN on every resample")
+    tail = min((valid <= 0).mean(), (valid >= 0).mean())
+    return {"a": value_a, "b": value_b, "difference": value_b - value_a, "ci95": [float(np.percentile(valid, 2.5)), float(np.percentile(valid, 97.5))],
+            "p_value": float(min(1.0, 2 * tail)), "n_resamples": n_resamples, "n_valid_resamples": len(valid), "seed": seed, "paired_items": paired,
+            "test": BOOTSTRAP}
 
 
 def significance_markdown(result: dict, metrics: Sequence[str] | None = None, digits: int = 3) -> list[str]:
