@@ -70,12 +70,40 @@ def _auroc_metric(pathologies: list[str], classifier_pathologies: list[str], n: 
     return metric
 
 
+def _extractor(cfg, device) -> torch.nn.Module:
+    """The extractor ``eval.fid`` names, as `cxr-irgen evaluate` builds it (a train-classifier run's DenseNet for ``classifier``)."""
+    from cxr_irgen.eval.features import XRVFeatures, build_feature_extractor
+
+    if str(cfg.eval.fid.features) == "classifier":
+        from cxr_irgen.eval.classifier import Classifier
+
+        clf = Classifier.from_run_dir(cfg.eval.fid.classifier)
+        extractor = XRVFeatures(model=clf.model, resolution=clf.resolution)
+        extractor.name = f"{clf.name} features2 ({clf.resolution}px)"
+    else:
+        extractor = build_feature_extractor(cfg.eval.fid, cfg.eval.get("xrv_weights"))
+    return extractor.to(device).eval()
+
+
+def _real_images(cfg) -> list[str]:
+    """``eval.real.n`` seeded images of split ``eval.real.split`` and views ``eval.real.views`` of ``data`` (evaluate's draw)."""
+    from cxr_irgen.data.adapters import load_table
+
+    table = load_table(cfg.data)
+    views = [str(v) for v in cfg.eval.real.views]
+    chosen = table[(table["split"] == str(cfg.eval.real.split)) & table["view"].isin(views) & (table["image_path"].fillna("") != "")]
+    if chosen.empty:
+        raise UserError(f"no real {'/'.join(views)} images in split {cfg.eval.real.split!r} of data={cfg.data.name}; set eval.real.views / eval.real.split")
+    n = min(int(cfg.eval.real.n), len(chosen))
+    return chosen["image_path"].iloc[np.sort(np.random.default_rng(int(cfg.eval.seed)).choice(len(chosen), n, replace=False))].tolist()
+
+
 def compare_images(cfg) -> dict:
     """Scores of every set and the paired bootstrap of each against the first, as one dict; also the features used."""
     from accelerate import PartialState
 
     from cxr_irgen.data.imageio import read_image
-    from cxr_irgen.eval.evaluate import ImageSource, _embed, _extractor, _labels_matrix, _real_table, refuse_random_weights, shard_map, with_recorded_data
+    from cxr_irgen.eval.evaluate import ImageSource, refuse_random_weights, shard_map, with_recorded_data
     from cxr_irgen.eval.generated import load_generated
     from cxr_irgen.eval.image_metrics import fid_from_features
     from cxr_irgen.eval.kid import kid_from_features
@@ -92,28 +120,33 @@ def compare_images(cfg) -> dict:
     sets = {e["name"]: load_generated(e["path"]).query("image != ''").reset_index(drop=True) for e in entries}
     first = next(iter(sets.values()))
     resolution = int(cfg.eval.resolution or read_image(first["image"].iloc[0]).shape[-1])
-    real_all = _real_table(cfg)
-    n_real = min(int(cfg.eval.real.n), len(real_all))
-    real_pick = real_all.iloc[np.sort(np.random.default_rng(int(cfg.eval.seed)).choice(len(real_all), n_real, replace=False))]
+    real_paths = _real_images(cfg)
+    batch = int(cfg.eval.batch_size)
     out = {"baseline": entries[0]["name"], "sets": {e["name"]: {"path": e["path"], "n_images": len(sets[e["name"]])} for e in entries},
-           "real": {"data": str(cfg.data.name), "root": str(cfg.data.get("root")), "split": str(cfg.eval.real.split), "n": n_real},
+           "real": {"data": str(cfg.data.name), "root": str(cfg.data.get("root")), "split": str(cfg.eval.real.split), "n": len(real_paths)},
            "resolution": resolution, "test": None, "n_resamples": n_resamples, "seed": seed, "alpha": alpha, "metrics": {}}
     features: dict[str, np.ndarray] = {}
     metrics = {}
     if wanted & {"fid", "kid"}:
-        extractor = _extractor(cfg, state)
+        extractor = _extractor(cfg, state.device)
         out["feature_extractor"] = extractor.name
-        features["real"] = _embed(extractor, ImageSource(real_pick["image_path"].tolist(), resolution), cfg, state, "features: real")
+
+        def embed(paths: list[str], desc: str) -> np.ndarray:
+            source = ImageSource(paths, resolution)
+            return np.stack(shard_map(lambda idx: list(extractor(source.load(idx).to(state.device)).double().cpu().numpy()), len(paths), batch, desc, state))
+
+        features["real"] = embed(real_paths, "features: real")
         for name, table in sets.items():
-            features[name] = _embed(extractor, ImageSource(table["image"].tolist(), resolution), cfg, state, f"features: {name}")
+            features[name] = embed(table["image"].tolist(), f"features: {name}")
         smallest = min(len(f) for f in features.values())
         size, subsets = min(int(cfg.eval.kid.subset_size), smallest), int(cfg.eval.kid.subsets)
+        sets_features = {name: features[name] for name in sets}
         if "fid" in wanted:
-            metrics["fid"] = (fid_from_features, "real")
+            metrics["fid"] = (fid_from_features, sets_features, features["real"])
         if "kid" in wanted:
             if size < 2:
                 raise UserError(f"KID needs at least 2 images in every set and the real set (smallest: {smallest})")
-            metrics["kid"] = (lambda g, r: kid_from_features(g, r, size, subsets, int(cfg.eval.seed))["mean"], "real")
+            metrics["kid"] = (lambda g, r: kid_from_features(g, r, size, subsets, int(cfg.eval.seed))["mean"], sets_features, features["real"])
             out["kid_protocol"] = {"subset_size": size, "subsets": subsets}
     if "auroc" in wanted:
         from cxr_irgen.eval.classifier import load_classifier
@@ -126,25 +159,21 @@ def compare_images(cfg) -> dict:
             if labelled.empty:
                 raise UserError(f"metrics has auroc but set {name} has no conditioning labels")
             source = ImageSource(labelled["image"].tolist(), classifier.resolution)
-            logits = np.stack(shard_map(lambda idx: list(classifier.logits(source.load(idx)).numpy()), len(labelled), int(cfg.eval.batch_size), f"auroc: {name}", state))
+            logits = np.stack(shard_map(lambda idx: list(classifier.logits(source.load(idx)).numpy()), len(labelled), batch, f"auroc: {name}", state))
             features[f"auroc_{name}"] = np.concatenate([logits, np.stack(labelled["labels"].tolist())], axis=1)
-        metrics["auroc"] = (_auroc_metric(list(cfg.eval.auroc.pathologies), classifier.pathologies, int(cfg.eval.auroc.n), int(cfg.eval.seed), width), None)
+        auroc = _auroc_metric(list(cfg.eval.auroc.pathologies), classifier.pathologies, int(cfg.eval.auroc.n), int(cfg.eval.seed), width)
+        metrics["auroc"] = (lambda rows, real: auroc(rows), {name: features[f"auroc_{name}"] for name in sets}, None)
         out["auroc_classifier"] = classifier.name
     base = entries[0]["name"]
-    for metric, (fn, real_key) in metrics.items():
-        rows = {}
-        key = (lambda n: n) if real_key else (lambda n: f"auroc_{n}")
-        real = features[real_key] if real_key else None
-        rows[base] = {"value": fn(features[key(base)], real) if real_key else fn(features[key(base)])}
+    for metric, (fn, items, real) in metrics.items():
+        rows = {base: {"value": fn(items[base], real)}}
         for name in list(sets)[1:]:
-            test = paired_bootstrap(fn, features[key(base)], features[key(name)], real, n_resamples, seed)
+            test = paired_bootstrap(fn, items[base], items[name], real, n_resamples, seed)
             out["test"] = test["test"]
             rows[name] = {"value": test["b"], "difference": test["difference"], "ci95": test["ci95"], "p_value": test["p_value"],
                           "significant": test["p_value"] < alpha, "paired_items": test["paired_items"], "n_valid_resamples": test["n_valid_resamples"]}
         out["metrics"][metric] = rows
-    for metric, what in random.items():
-        if metric in out["metrics"]:
-            out["metrics"][metric]["random_weights"] = what
+    out["random_weights"] = {metric: what for metric, what in random.items() if metric in out["metrics"]}
     return {**out, "features": features}
 
 
@@ -163,7 +192,7 @@ def markdown(result: dict, digits: int = 4) -> str:
         cells = []
         for metric in shown:
             row = result["metrics"][metric][name]
-            mark = " (random weights)" if result["metrics"][metric].get("random_weights") else ""
+            mark = " (random weights)" if metric in result.get("random_weights", {}) else ""
             if "p_value" not in row:
                 cells.append(f"{row['value']:.{digits}g} (baseline){mark}")
             else:

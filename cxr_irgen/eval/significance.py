@@ -120,7 +120,7 @@ def compare_report_systems(systems: dict[str, Sequence[str]], references: Sequen
 def paired_bootstrap(metric: Callable, generated_a: np.ndarray, generated_b: np.ndarray, real: np.ndarray | None,
                      n_resamples: int = N_BOOTSTRAP, seed: int = SEED, paired_items: bool | None = None) -> dict:
     """Paired bootstrap of ``metric(generated, real)`` (e.g. FID of (N, D) features) for system B − system A on the same real set;
-    ``real=None``: ``metric(generated)`` (e.g. AUROC of rows of classifier outputs and labels).
+    ``real=None``: no real side, ``metric(generated, None)`` (e.g. AUROC of rows of classifier outputs and labels).
 
     Each resample draws the real rows with replacement once for both systems; the generated rows are drawn with the
     same indices for both when ``paired_items`` (default: both sets have the same length), else independently.
@@ -129,7 +129,6 @@ def paired_bootstrap(metric: Callable, generated_a: np.ndarray, generated_b: np.
     """
     generated_a, generated_b = np.asarray(generated_a, np.float64), np.asarray(generated_b, np.float64)
     real = None if real is None else np.asarray(real, np.float64)
-    score = (lambda g, r: metric(g)) if real is None else metric
     paired = len(generated_a) == len(generated_b) if paired_items is None else paired_items
     if paired and len(generated_a) != len(generated_b):
         raise ValueError(f"paired items need generated sets of the same length, got {len(generated_a)} and {len(generated_b)}")
@@ -139,8 +138,8 @@ def paired_bootstrap(metric: Callable, generated_a: np.ndarray, generated_b: np.
         pick_real = None if real is None else real[rng.integers(0, len(real), len(real))]
         pick_a = rng.integers(0, len(generated_a), len(generated_a))
         pick_b = pick_a if paired else rng.integers(0, len(generated_b), len(generated_b))
-        differences[r] = score(generated_b[pick_b], pick_real) - score(generated_a[pick_a], pick_real)
-    value_a, value_b = score(generated_a, real), score(generated_b, real)
+        differences[r] = metric(generated_b[pick_b], pick_real) - metric(generated_a[pick_a], pick_real)
+    value_a, value_b = metric(generated_a, real), metric(generated_b, real)
     valid = differences[np.isfinite(differences)]
     if not len(valid):
         raise ValueError("paired bootstrap: the metric is NaN on every resample")
