@@ -21,7 +21,7 @@ the table), ``compare.json``, ``compare.csv`` and ``compare.md`` in the run dir;
 also ``reports_generated.csv`` and ``compare_generated.csv``, and Tab. 4 after Tab. 3 in ``compare.md``.
 
 With two or more runs, every generator is tested against the first (the baseline) by paired approximate
-randomisation on the same images (:mod:`cxr_irgen.eval.significance`: BLEU-1..4, ROUGE-L, CIDEr-D and
+randomisation on the same images (:mod:`cxr_irgen.eval.significance`: BLEU-1..4, ROUGE-L (coco and stemmed), CIDEr-D and
 CheXpert F1 micro/macro over 14 and top 5; ``significance.n_resamples``, ``seed``, ``alpha``,
 ``f1_mapping``); p-values and the ``*`` of p < alpha go to ``significance.md`` (printed) and
 ``compare.json``.

@@ -4,7 +4,7 @@ Reports — paired approximate randomisation (RadEval's ``compare_systems``; Rie
 each of ``n_resamples`` trials every test item's two outputs (baseline's, system's) are swapped with
 probability ½, the **corpus** metric is recomputed for both shuffled systems and the trial counts when
 ``|Δ*| ≥ |Δ|`` (Δ: the observed system − baseline difference). Every metric here is a function of the
-column sums of per-item statistics (BLEU: clipped n-gram matches, guesses and lengths; ROUGE-L and
+column sums of per-item statistics (BLEU: clipped n-gram matches, guesses and lengths; both ROUGE-L and
 CIDEr-D: the per-report scores, whose mean is the corpus score; CheXpert F1: per-class TP/FP/FN), so
 each trial recomputes the exact corpus metric from swapped sums, vectorised. Two-sided
 p = (1 + #{|Δ*| ≥ |Δ|}) / (1 + R) (RadEval reports #{…}/R, which can be 0).
@@ -37,15 +37,16 @@ def _mean_of(n: int) -> Aggregate:
 
 
 def report_statistics(generated: Sequence[str], references: Sequence[str]) -> dict[str, tuple[np.ndarray, Aggregate]]:
-    """``{metric: ((N, K) per-report statistics, aggregate)}`` for BLEU-1..4, ROUGE-L (coco) and CIDEr-D
-    (:mod:`~cxr_irgen.eval.text_metrics`'s tokeniser and definitions)."""
-    from cxr_irgen.eval.text_metrics import bleu_from_statistics, bleu_statistics, cider_d_scores, rouge_l_coco_scores, tokenize
+    """``{metric: ((N, K) per-report statistics, aggregate)}`` for BLEU-1..4, ROUGE-L (coco; and ``rouge_l_stem``: rouge_score's
+    stemmed ROUGE-L, RadEval's ``rougeL``) and CIDEr-D (:mod:`~cxr_irgen.eval.text_metrics`'s tokeniser and definitions)."""
+    from cxr_irgen.eval.text_metrics import bleu_from_statistics, bleu_statistics, cider_d_scores, rouge_l_coco_scores, rouge_l_stemmed_scores, tokenize
 
     hyps = [tokenize(h) for h in generated]
     refs = [[tokenize(r)] for r in references]
     counts = bleu_statistics(hyps, refs)
     out: dict[str, tuple[np.ndarray, Aggregate]] = {f"bleu{n + 1}": (counts, lambda sums, n=n: bleu_from_statistics(sums)[:, n]) for n in range(4)}
     out["rouge_l"] = (rouge_l_coco_scores(hyps, refs)[:, None], _mean_of(len(hyps)))
+    out["rouge_l_stem"] = (rouge_l_stemmed_scores(list(generated), [[r] for r in references])[:, None], _mean_of(len(hyps)))
     out["cider_d"] = (cider_d_scores(hyps, refs)[:, None], _mean_of(len(hyps)))
     return out
 

@@ -126,14 +126,18 @@ def rouge_l_coco(hypotheses: Sequence[list[str]], references: Sequence[list[list
     return float(np.mean(rouge_l_coco_scores(hypotheses, references, beta)))
 
 
-def rouge_l_stemmed(hypotheses: Sequence[str], references: Sequence[list[str]]) -> float:
-    """rouge_score ROUGE-L F-measure with Porter stemming, best reference per report, mean over reports."""
+def rouge_l_stemmed_scores(hypotheses: Sequence[str], references: Sequence[list[str]]) -> np.ndarray:
+    """rouge_score ROUGE-L F-measure with Porter stemming per report (N,), best over its references."""
     from rouge_score import rouge_scorer
 
     check_pairs(hypotheses, references, "rouge_l_stemmed")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [max(scorer.score(ref, hyp)["rougeL"].fmeasure for ref in refs) for hyp, refs in zip(hypotheses, references)]
-    return float(np.mean(scores))
+    return np.array([max(scorer.score(ref, hyp)["rougeL"].fmeasure for ref in refs) for hyp, refs in zip(hypotheses, references)])
+
+
+def rouge_l_stemmed(hypotheses: Sequence[str], references: Sequence[list[str]]) -> float:
+    """rouge_score ROUGE-L F-measure with Porter stemming, best reference per report, mean over reports."""
+    return float(np.mean(rouge_l_stemmed_scores(hypotheses, references)))
 
 
 def cider_d_scores(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], sigma: float = 6.0) -> np.ndarray:
