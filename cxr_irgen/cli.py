@@ -49,6 +49,8 @@ COMMANDS = {
         Command("train-label-encoder", "train_label_encoder", "cxr_irgen.report_models.m2trans:run", "Pre-train an image encoder on 14 CheXpert labels x 3 classes (M2Trans's DenseNet-121)", reads_data=True),
         Command("train-report-scst", "train_report_scst", "cxr_irgen.report_models.scst:run", "Self-critical fine-tuning of a report model with a labeler-F1 or BERTScore reward", reads_data=True),
         Command("compare-reports", "compare_reports", "cxr_irgen.eval.compare_reports:run", "One table (paper Tab. 3/4) of report generators on the same test images"),
+        Command("compare-images", "compare_images", "cxr_irgen.eval.compare_images:run", "Two or more generated image sets vs the same real images: FID/KID/AUROC with paired bootstraps",
+                "cxr_irgen.eval.compare_images:check"),
     )
 }
 

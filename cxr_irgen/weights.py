@@ -81,6 +81,8 @@ PARTS = {
              "Apache-2.0 (torchxrayvision)"),
         Part("inception-fid", "inception/weights-inception-2015-12-05-6726825d.pth",
              "url:https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth", "Apache-2.0 (torch-fidelity)"),
+        Part("rad-dino", "rad-dino", "hf:microsoft/rad-dino", "MIT (microsoft/rad-dino; research use only, per its model card)",
+             ("config.json", "model.safetensors", "preprocessor_config.json"), ("config.json", "model.safetensors", "preprocessor_config.json")),
         Part("uvit-l2", "uvit/imagenet256_uvit_large.pth", "url:github.com/baofff/U-ViT (README link; pass --uvit-url)", "MIT (U-ViT)"),
         Part("chexbert", "chexbert/chexbert.pth", "hf:StanfordAIMI/RRG_scorers", "CheXbert research licence (Stanford; commercial use needs a licence)"),
         Part("bert-base-uncased", "bert-base-uncased", "hf:google-bert/bert-base-uncased", "Apache-2.0",
@@ -98,7 +100,7 @@ _UNET = ("stable-diffusion-v1-4", "clip-vit-large-patch14", "bart-base", *_EVAL)
 RECIPES = {
     "paper-unet": _UNET,
     "paper-uvit": (*_UNET, "uvit-l2"),
-    "eval-only": _EVAL,
+    "eval-only": (*_EVAL, "rad-dino"),  # RAD-DINO: CheXGenBench's feature space (eval.fid.features=rad_dino)
     "all": tuple(PARTS),
 }
 
@@ -288,6 +290,18 @@ def _mapped_state(path: Path) -> dict | None:
     return None
 
 
+def _check_rad_dino(root: Path) -> list[str]:
+    """config.json is a DINOv2 (the model class RAD-DINO loads as) and the processor crops to a multiple of its patch."""
+    folder = root / PARTS["rad-dino"].path
+    config, processor = _json(folder / "config.json"), _json(folder / "preprocessor_config.json")
+    if config.get("model_type") != "dinov2":
+        return [f"config: rad-dino config.json has model_type {config.get('model_type')!r}, not 'dinov2'"]
+    crop = processor.get("crop_size", {}).get("height")
+    if not crop or crop % int(config.get("patch_size", 14)):
+        return [f"config: rad-dino preprocessor crops to {crop} px, not a multiple of patch {config.get('patch_size')}"]
+    return []
+
+
 def _check_inception(root: Path) -> list[str]:
     if _mapped_state(root / PARTS["inception-fid"].path) is None:
         return ["config: inception-fid is not a plain state dict (torch.load weights_only failed)"]
@@ -336,6 +350,7 @@ CONFIG_CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "bart-base": _check_vocab("bart-base", "BartConfig"),
     "xrv-densenet121-res224-all": _check_xrv,
     "inception-fid": _check_inception,
+    "rad-dino": _check_rad_dino,
     "uvit-l2": _check_uvit,
     "chexbert": _check_chexbert,
     "bert-base-uncased": _check_vocab("bert-base-uncased", "BertConfig"),
@@ -381,6 +396,7 @@ def _select(cfg, key: str):
 # Config subtrees a command does not load in its current setting (their paths are not required).
 UNUSED_WHEN: dict[str, Callable] = {
     "eval.fid.inception_weights": lambda c: _select(c, "eval.fid.features") != "inception",
+    "eval.fid.rad_dino": lambda c: _select(c, "eval.fid.features") != "rad_dino",
     "eval.xrv_weights": lambda c: "xrv" not in (_select(c, "eval.fid.features"), _select(c, "eval.auroc.classifier")),
     "labeler": lambda c: _select(c, "labeler.name") != "chexbert",
     "vision.model.image_encoder": lambda c: _select(c, "vision.model.conditioning.mode") == "text",

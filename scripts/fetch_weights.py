@@ -5,7 +5,7 @@
     cxr-irgen check-weights weights.root=/models
 
 Recipes (``cxr_irgen.weights.RECIPES``): ``paper-unet`` (SD v1.4 unet/vae/text_encoder/tokenizer, CLIP ViT-L/14,
-bart-base, XRV DenseNet-121, Inception for FID), ``paper-uvit`` (+ U-ViT-L/2), ``eval-only`` (XRV, Inception),
+bart-base, XRV DenseNet-121, Inception and RAD-DINO for FID), ``paper-uvit`` (+ U-ViT-L/2), ``eval-only`` (XRV, Inception, RAD-DINO),
 ``all`` (+ CLIP ViT-B/32, CheXbert + bert-base-uncased, the report generators' ImageNet encoders).
 
 Each part is downloaded into ``<out>/.staging/<part>`` (Hugging Face ``snapshot_download`` or plain HTTP with

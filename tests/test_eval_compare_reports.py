@@ -66,7 +66,8 @@ def test_one_table_for_every_generator_on_the_same_images(phantom_root, saved_ge
     # In its own process: run in-process, this command left pytest's captured stdout closed for every later test of the
     # worker (2026-12-02, cause not found); users run it as a command.
     proc = subprocess.run([sys.executable, "-m", "cxr_irgen.cli", "compare-reports", f"data.root={phantom_root}", runs, generated, "max_images=12",
-                           "n_bootstrap=10", "text=findings", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True)
+                           "n_bootstrap=10", "text=findings", "significance.n_resamples=200", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     reports = pd.read_csv(tmp_path / "reports.csv")
@@ -101,6 +102,22 @@ def test_one_table_for_every_generator_on_the_same_images(phantom_root, saved_ge
             expected = chexpert_f1(label_reports(mine[row["name"]].tolist()), np.stack([parse_labels(t) for t in mine["labels"]]), n_bootstrap=0)
             assert row["generated"][name]["chexpert_f1"]["positive_only"]["micro_14"]["value"] == pytest.approx(expected["positive_only"]["micro_14"]["value"])
             assert set(row["generated"][name]["f1_presets"]) == {"miura2021", "endo2021", "r2gen"}
+
+    # significance of every generator against the first, recomputed from the saved reports with the same seed
+    from cxr_irgen.eval.significance import compare_report_systems
+
+    tests, saved = results["significance"], pd.read_csv(tmp_path / "reports.csv", keep_default_na=False)
+    names = ["DVE+Transformer", "RePaiR-2", "RePaiR-Select"]
+    expected = compare_report_systems({n: saved[n].tolist() for n in names}, saved["reference"].tolist(),
+                                      {n: label_reports(saved[n].tolist()) for n in names}, label_reports(saved["reference"].tolist()),
+                                      n_resamples=200, seed=tests["seed"], alpha=0.05)
+    assert tests["baseline"] == "DVE+Transformer" and tests["n_resamples"] == 200 and tests["f1_mapping"] == "positive_only"
+    for name in names[1:]:
+        for metric in ("bleu4", "rouge_l", "cider_d", "f1_micro_14"):
+            assert tests["systems"][name][metric]["p_value"] == pytest.approx(expected["systems"][name][metric]["p_value"]), (name, metric)
+    printed = proc.stdout + proc.stderr
+    assert "Significance vs DVE+Transformer (paired approximate randomisation (two-sided), R=200" in printed
+    assert re.search(r"\| RePaiR-2 \| .*p=\d\.\d{4}", printed) and (tmp_path / "significance.md").exists()
 
 
 def test_tab4_paper_rows_follow_the_generated_sets_paper_columns():

@@ -71,6 +71,14 @@ def _stage_bart(folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
+def _stage_rad_dino(folder: Path, crop: int = 28) -> None:
+    """Tiny DINOv2 (patch 14) with a BitImageProcessor config, the files microsoft/rad-dino holds."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=28, patch_size=14)).save_pretrained(folder)
+    BitImageProcessor(size={"shortest_edge": crop}, crop_size={"height": crop, "width": crop}).save_pretrained(folder)
+
+
 def _install(root: Path, name: str, staged: Path) -> None:
     fetch.record(root, PARTS[name], fetch.install(PARTS[name], staged, root))
 
@@ -89,9 +97,9 @@ def xrv_release(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory, xrv_release) -> Path:
-    """A paper-unet tree written by the script's install/convert/record code from tiny random models."""
+    """A paper-unet + eval-only tree written by the script's install/convert/record code from tiny random models."""
     staging, root = tmp_path_factory.mktemp("staging"), tmp_path_factory.mktemp("models")
-    for name, stage in (("stable-diffusion-v1-4", _stage_sd), ("clip-vit-large-patch14", _stage_clip), ("bart-base", _stage_bart)):
+    for name, stage in (("stable-diffusion-v1-4", _stage_sd), ("clip-vit-large-patch14", _stage_clip), ("bart-base", _stage_bart), ("rad-dino", _stage_rad_dino)):
         stage(staging / name)
         _install(root, name, staging / name)
     shutil.copy(xrv_release[0], staging / "xrv.pt")
@@ -112,7 +120,7 @@ def _lines(problems: dict) -> list[str]:
 
 def test_script_tree_passes_check_weights(tree, tmp_path, capsys):
     manifest = json.loads((tree / MANIFEST).read_text())["files"]
-    assert {e["part"] for e in manifest} == {"stable-diffusion-v1-4", "clip-vit-large-patch14", "bart-base", "xrv-densenet121-res224-all", "inception-fid"}
+    assert {e["part"] for e in manifest} == {"stable-diffusion-v1-4", "clip-vit-large-patch14", "bart-base", "xrv-densenet121-res224-all", "inception-fid", "rad-dino"}
     for entry in manifest:
         assert set(entry) == {"file", "sha256", "size", "source", "licence", "part"}
         data = (tree / entry["file"]).read_bytes()
@@ -140,7 +148,7 @@ def test_damaged_tree_one_line_each(tree_copy, damage, expected):
         path.write_bytes(bytes(data))
     else:
         shutil.rmtree(tree_copy / "bart-base")
-    problems = check_tree(tree_copy, ["stable-diffusion-v1-4", "clip-vit-large-patch14", "bart-base", "xrv-densenet121-res224-all", "inception-fid"])
+    problems = check_tree(tree_copy, ["stable-diffusion-v1-4", "clip-vit-large-patch14", "bart-base", "xrv-densenet121-res224-all", "inception-fid", "rad-dino"])
     lines = _lines(problems)
     assert len(lines) == 1 and re.match(expected, lines[0]), lines
     assert ready_recipes(problems) == ["eval-only"]
@@ -177,6 +185,22 @@ def test_check_weights_without_manifest_is_one_line(tmp_path, capsys):
         main(["check-weights", f"weights.root={tmp_path}", f"output_root={tmp_path / 'out'}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and f"no {MANIFEST} in {tmp_path}" in err[0] and "fetch_weights.py" in err[0]
+
+
+def test_rad_dino_part_checked_and_loaded_by_path(tree_copy, tmp_path):
+    """check-weights reads the rad-dino part's configs (a crop that is no multiple of the patch is caught); eval.fid.rad_dino loads it."""
+    from omegaconf import OmegaConf
+
+    from cxr_irgen.eval.features import build_feature_extractor
+
+    folder = tree_copy / PARTS["rad-dino"].path
+    extractor = build_feature_extractor(OmegaConf.create({"features": "rad_dino", "rad_dino": str(folder)}))
+    assert extractor(torch.rand(2, 1, 40, 32)).shape == (2, 16) and "its preprocessor_config.json" in extractor.name
+    shutil.rmtree(folder)
+    _stage_rad_dino(tmp_path / "bad", crop=30)
+    _install(tree_copy, "rad-dino", tmp_path / "bad")
+    lines = _lines(check_tree(tree_copy, ["rad-dino"]))
+    assert lines == ["config: rad-dino preprocessor crops to 30 px, not a multiple of patch 14"]
 
 
 def test_xrv_conversion_loads_strictly_with_the_same_outputs(tree, xrv_release):
@@ -225,12 +249,14 @@ KEYS = [  # (command config, overrides, key, part)
     ("train_language", [], "prior.vae.pretrained", "stable-diffusion-v1-4"),
     ("evaluate", [], "eval.xrv_weights", "xrv-densenet121-res224-all"),
     ("evaluate", [], "eval.fid.inception_weights", "inception-fid"),
+    ("evaluate", [], "eval.fid.rad_dino", "rad-dino"),
     ("evaluate", [], "labeler.checkpoint", "chexbert"),
     ("evaluate", [], "labeler.bert_dir", "bert-base-uncased"),
     ("label_reports", [], "labeler.checkpoint", "chexbert"),
 ]
 DEFAULTS = {"stable-diffusion-v1-4": "CompVis/stable-diffusion-v1-4", "clip-vit-large-patch14": "openai/clip-vit-large-patch14",
-            "clip-vit-base-patch32": "openai/clip-vit-base-patch32", "uvit-l2": "assets/imagenet256_uvit_large.pth", "bart-base": "facebook/bart-base"}
+            "clip-vit-base-patch32": "openai/clip-vit-base-patch32", "uvit-l2": "assets/imagenet256_uvit_large.pth", "bart-base": "facebook/bart-base",
+            "rad-dino": "microsoft/rad-dino"}
 
 
 def _compose(config: str, overrides: list[str]):
@@ -257,7 +283,7 @@ def test_weights_root_resolves_every_key():
 
 def test_no_pretrained_path_in_configs_bypasses_weights_root():
     """Every pretrained-path key in configs/ holding a hub id or a weights file goes through ${weights_path:...}."""
-    keys = re.compile(r"^\s*(pretrained|tokenizer|checkpoint|weights|xrv_weights|inception_weights|bert_dir):\s*([^#\s]+)")
+    keys = re.compile(r"^\s*(pretrained|tokenizer|checkpoint|weights|xrv_weights|inception_weights|rad_dino|bert_dir):\s*([^#\s]+)")
     offenders = []
     for path in sorted((REPO / "configs").rglob("*.yaml")):
         for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -279,6 +305,7 @@ def test_commands_need_only_the_parts_they_load(tmp_path):
     assert parts_in_use(_compose("train_vision", [root, "experiment=paper_uvit_5k_text"]), ROOT) == ["stable-diffusion-v1-4", "clip-vit-large-patch14", "uvit-l2"]
     assert parts_in_use(_compose("train_language", [root, "stage=prior"]), ROOT) == ["clip-vit-large-patch14"]
     assert parts_in_use(_compose("evaluate", [root, "eval.fid.features=inception"]), ROOT) == ["inception-fid"]
+    assert parts_in_use(_compose("evaluate", [root, "eval.fid.features=rad_dino"]), ROOT) == ["rad-dino"]
     vision_run = tmp_path / "vision_run"
     vision_run.mkdir()
     OmegaConf.save(OmegaConf.to_container(_compose("train_vision", [root]), resolve=True), vision_run / "config.yaml")

@@ -19,6 +19,12 @@ with the uncertain mapping and averaging named in each column, plus each paper's
 protocol (:mod:`cxr_irgen.eval.f1_presets`). Writes ``reports.csv`` (one column per row of
 the table), ``compare.json``, ``compare.csv`` and ``compare.md`` in the run dir; with ``generated``
 also ``reports_generated.csv`` and ``compare_generated.csv``, and Tab. 4 after Tab. 3 in ``compare.md``.
+
+With two or more runs, every generator is tested against the first (the baseline) by paired approximate
+randomisation on the same images (:mod:`cxr_irgen.eval.significance`: BLEU-1..4, ROUGE-L (coco and stemmed), CIDEr-D and
+CheXpert F1 micro/macro over 14 and top 5; ``significance.n_resamples``, ``seed``, ``alpha``,
+``f1_mapping``); p-values and the ``*`` of p < alpha go to ``significance.md`` (printed) and
+``compare.json``.
 """
 
 from __future__ import annotations
@@ -159,24 +165,35 @@ def _reports(generator, image_paths: list[str], batch_size: int, seed: int, deco
     return reports
 
 
-def label_scores(generated: list[str], reference_labels: np.ndarray, labeler: dict, n_bootstrap: int, seed: int) -> dict:
-    """CheXpert F1 (both mappings, CIs) and every paper's F1 preset of the generated reports' labels vs (N, 14) reference labels."""
+def label_scores(generated: list[str], reference_labels: np.ndarray, labeler: dict, n_bootstrap: int, seed: int, labels: np.ndarray | None = None) -> dict:
+    """CheXpert F1 (both mappings, CIs) and every paper's F1 preset of the generated reports' labels (given, or from ``labeler``)
+    vs (N, 14) reference labels."""
     from cxr_irgen.eval.chexpert_f1 import chexpert_f1
     from cxr_irgen.eval.f1_presets import all_presets
     from cxr_irgen.eval.labeler import label_reports
 
-    labels = label_reports(generated, **labeler)
+    labels = label_reports(generated, **labeler) if labels is None else labels
     return {"chexpert_f1": chexpert_f1(labels, reference_labels, n_bootstrap=n_bootstrap, seed=seed),
             "f1_presets": all_presets(labels, reference_labels, seed), "distinct_reports": len(set(generated))}
 
 
-def score(generated: list[str], references: list[str], reference_labels: np.ndarray, labeler: dict, n_bootstrap: int, seed: int) -> dict:
+def score(generated: list[str], references: list[str], reference_labels: np.ndarray, labeler: dict, n_bootstrap: int, seed: int,
+          labels: np.ndarray | None = None) -> dict:
     """Text metrics and :func:`label_scores` for one row."""
     from cxr_irgen.eval.text_metrics import text_metrics
 
     text = text_metrics(generated, references, with_meteor=False)
     text["rouge_l"] = text.pop("rougeL_coco")
-    return {"text": text, **label_scores(generated, reference_labels, labeler, n_bootstrap, seed)}
+    return {"text": text, **label_scores(generated, reference_labels, labeler, n_bootstrap, seed, labels)}
+
+
+def significance(table: pd.DataFrame, names: list[str], labels: dict[str, np.ndarray], reference_labels: np.ndarray, cfg) -> dict:
+    """Paired approximate randomisation of every generator against the first (BLEU, ROUGE-L, CIDEr-D, CheXpert F1) on the same images."""
+    from cxr_irgen.eval.significance import compare_report_systems
+
+    sig = cfg.significance
+    return compare_report_systems({name: table[name].tolist() for name in names}, table["reference"].tolist(), labels, reference_labels,
+                                  int(sig.n_resamples), int(sig.seed), float(sig.alpha), str(sig.f1_mapping))
 
 
 def _value(metrics: dict, keys: tuple[str, ...]):
@@ -262,14 +279,15 @@ def run(cfg: DictConfig) -> Path:
     table = pairs[["dicom_id", "study_id"]].assign(reference=references)
     on_generated = pd.DataFrame([{"set": s["name"], "image": image, "labels": format_labels(labels)}
                                  for s in sets for image, labels in zip(s["images"], s["labels"])])
-    results = []
+    results, labels = [], {}
     for entry in entries:
         generator = load_report_generator(entry["path"]).to(device)
         log.info("%s: %s reports (%s)", entry["name"], len(pairs), generator.kind)
         generated = _reports(generator, pairs["image_path"].tolist(), int(cfg.batch_size), int(cfg.seed), entry["decode"])
         table[entry["name"]] = generated
+        labels[entry["name"]] = label_reports(generated, **labeler)
         results.append({"name": entry["name"], "path": str(entry["path"]), "kind": generator.kind, "decode": entry["decode"], "paper": entry["paper"],
-                        **score(generated, references, reference_labels, labeler, int(cfg.n_bootstrap), int(cfg.seed))})
+                        **score(generated, references, reference_labels, labeler, int(cfg.n_bootstrap), int(cfg.seed), labels[entry["name"]])})
         for s in sets:
             reports = _reports(generator, s["images"], int(cfg.batch_size), int(cfg.seed), entry["decode"])
             on_generated.loc[on_generated["set"] == s["name"], entry["name"]] = reports
@@ -288,7 +306,13 @@ def run(cfg: DictConfig) -> Path:
     table.to_csv(out / "reports.csv", index=False)
     if sets:
         on_generated.to_csv(out / "reports_generated.csv", index=False)
-    (out / "compare.json").write_text(json.dumps({"protocol": protocol, "results": results}, indent=2, default=str))
+    tests = significance(table, [e["name"] for e in entries], labels, reference_labels, cfg) if len(entries) > 1 else None
+    (out / "compare.json").write_text(json.dumps({"protocol": protocol, "results": results, "significance": tests}, indent=2, default=str))
     path = write_table(results, protocol, out, show_paper, sets)
     log.info("comparison table: %s\n%s", path, path.read_text())
+    if tests is not None:
+        from cxr_irgen.eval.significance import significance_markdown
+
+        (out / "significance.md").write_text("\n".join(significance_markdown(tests)) + "\n")
+        log.info("significance: %s\n%s", out / "significance.md", (out / "significance.md").read_text())
     return out

@@ -8,6 +8,7 @@ metric       needs                                           against
 fid          generated images                                ``eval.real.n`` real images (seeded)
 kid, prdc    generated images (same features as fid)        the same real images
 memorisation generated images                                ``eval.memorisation.n_train`` training images
+privacy      generated images                                ``eval.privacy.n_train`` training images
 utility      generated images with labels                    classifiers trained with them, on real test images
 report_util. generated images with their generated reports  report generators trained with them, on real test images
 psnr_ssim    generated images with labels                    a real image with the same labels
@@ -44,9 +45,9 @@ from cxr_irgen.errors import UserError
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "prdc", "memorisation", "utility", "report_utility", "psnr_ssim", "diversity", "auroc", "text", "chexpert_f1", "guards")
+METRICS = ("fid", "kid", "prdc", "memorisation", "privacy", "utility", "report_utility", "psnr_ssim", "diversity", "auroc", "text", "chexpert_f1", "guards")
 FEATURE_METRICS = {"fid", "kid", "prdc"}
-IMAGE_METRICS = FEATURE_METRICS | {"memorisation", "utility", "report_utility", "psnr_ssim", "diversity", "auroc"}
+IMAGE_METRICS = FEATURE_METRICS | {"memorisation", "privacy", "utility", "report_utility", "psnr_ssim", "diversity", "auroc"}
 
 
 def run_shard(fn: Callable[[list[int]], Sequence], n_items: int, batch_size: int, desc: str, state) -> dict[int, object]:
@@ -114,11 +115,15 @@ def drop_bad_images(table: pd.DataFrame, column: str) -> tuple[pd.DataFrame, lis
 
 def random_weight_metrics(cfg, wanted: set[str]) -> dict[str, str]:
     """``{metric: what has random weights}`` for the image metrics ``wanted`` would compute with a randomly initialised network."""
-    if str(cfg.eval.fid.features) != "xrv" or cfg.eval.get("xrv_weights"):
+    features = str(cfg.eval.fid.features)
+    if (features, bool(cfg.eval.get("xrv_weights"))) == ("xrv", False):
+        what = "XRV DenseNet-121 feature extractor with random weights (eval.xrv_weights unset)"
+    elif features == "rad_dino" and not cfg.eval.fid.get("rad_dino"):
+        what = "RAD-DINO feature extractor with random weights (eval.fid.rad_dino unset)"
+    else:
         return {}
-    on_fid_features = ("fid", "kid", "prdc", "memorisation")  # every metric on the FID extractor's features
-    return {metric: "XRV DenseNet-121 feature extractor with random weights (eval.xrv_weights unset)"
-            for metric in on_fid_features if metric in wanted}
+    on_fid_features = ("fid", "kid", "prdc", "memorisation", "privacy")  # every metric on the FID extractor's features
+    return {metric: what for metric in on_fid_features if metric in wanted}
 
 
 def refuse_random_weights(cfg, wanted: set[str]) -> dict[str, str]:
@@ -126,7 +131,8 @@ def refuse_random_weights(cfg, wanted: set[str]) -> dict[str, str]:
     random = random_weight_metrics(cfg, wanted)
     if random and not cfg.eval.get("allow_random_weights", False):
         metric, what = next(iter(random.items()))
-        raise UserError(f"{metric} would come from a {what}: set eval.xrv_weights=/path/densenet121-res224-all.pt "
+        weights = "eval.fid.rad_dino=/path/to/rad-dino (or weights.root)" if "RAD-DINO" in what else "eval.xrv_weights=/path/densenet121-res224-all.pt"
+        raise UserError(f"{metric} would come from a {what}: set {weights} "
                         "(or eval.fid.features=classifier eval.fid.classifier=TRAIN_CLASSIFIER_RUN, or drop it from eval.metrics); "
                         "eval.allow_random_weights=true computes it anyway, marked, for smoke tests")
     return random
@@ -169,7 +175,7 @@ def _embed(extractor, source: ImageSource, cfg, state, desc: str) -> np.ndarray:
 
 
 def _feature_metrics(cfg, extractor, gen: ImageSource, real: ImageSource, state, results: dict) -> None:
-    """FID, KID, precision/recall/density/coverage and memorisation from the same extractor's features, as ``eval.metrics`` asks."""
+    """FID, KID, precision/recall/density/coverage, memorisation and privacy from the same extractor's features, as ``eval.metrics`` asks."""
     from cxr_irgen.eval.image_metrics import fid_from_features
     from cxr_irgen.eval.kid import kid_from_features
     from cxr_irgen.eval.prdc import prdc_from_features
@@ -178,6 +184,8 @@ def _feature_metrics(cfg, extractor, gen: ImageSource, real: ImageSource, state,
     gen_features = _embed(extractor, gen, cfg, state, "features: generated")
     if "memorisation" in wanted:
         results["memorisation"] = _memorisation(cfg, extractor, gen, gen_features, state)
+    if "privacy" in wanted:
+        results["privacy"] = _privacy(cfg, extractor, gen, gen_features, state)
     if not wanted & FEATURE_METRICS:
         return
     real_features = _embed(extractor, real, cfg, state, "features: real")
@@ -212,6 +220,27 @@ def _memorisation(cfg, extractor, gen: ImageSource, gen_features: np.ndarray, st
     small = lambda source: ImageSource(source.paths, int(mem.ssim_resolution)).load(range(len(source.paths)))
     out = nearest_training_images(gen_features, train_features, small(gen), small(training), gen.paths, training.paths,
                                   float(mem.cosine_threshold), float(mem.ssim_threshold), int(mem.top))
+    return {**out, "feature_extractor": extractor.name, "training_split": "train"}
+
+
+def _privacy(cfg, extractor, gen: ImageSource, gen_features: np.ndarray, state) -> dict:
+    """Nearest of ``eval.privacy.n_train`` (seeded) training images of ``data`` to each generated image, by pixels and features."""
+    from cxr_irgen.data.adapters import load_table
+    from cxr_irgen.eval.privacy import privacy_metrics
+
+    priv = cfg.eval.privacy
+    table = load_table(cfg.data)
+    train = table[(table["split"] == "train") & (table["image_path"].fillna("") != "")].reset_index(drop=True)
+    if len(train) < 2:
+        raise UserError(f"eval.metrics has privacy but data={cfg.data.name} has fewer than two training images")
+    if priv.n_train and len(train) > int(priv.n_train):
+        train = train.iloc[np.sort(np.random.default_rng(int(cfg.eval.seed)).choice(len(train), int(priv.n_train), replace=False))]
+    training = ImageSource(train["image_path"].tolist(), gen.resolution)
+    train_features = _embed(extractor, training, cfg, state, "privacy: training features")
+    pixels = lambda source: ImageSource(source.paths, int(priv.resolution)).load(range(len(source.paths)))
+    threshold = None if priv.feature_threshold is None else float(priv.feature_threshold)
+    out = privacy_metrics(pixels(gen), pixels(training), gen_features, train_features, gen.paths, training.paths, float(priv.pixel_threshold),
+                          threshold, float(priv.training_quantile), int(priv.top))
     return {**out, "feature_extractor": extractor.name, "training_split": "train"}
 
 
@@ -396,7 +425,7 @@ def _image_metrics(cfg, images: pd.DataFrame, real_all: pd.DataFrame, state, fea
     real = ImageSource(real_pick["image_path"].tolist(), resolution)
     real_keys = [label_key(l) for l in _labels_matrix(real_pick)]
     results["real"]["n_selected"] = n_real
-    if wanted & (FEATURE_METRICS | {"memorisation"}):
+    if wanted & (FEATURE_METRICS | {"memorisation", "privacy"}):
         _feature_metrics(cfg, _extractor(cfg, state, feature_module), gen, real, state, results)
     if "psnr_ssim" in wanted:
         _store(results, "psnr_ssim", _psnr_ssim(cfg, gen, gen_keys, real, real_keys, state), "no generated label vector occurs among the real images")
@@ -528,6 +557,10 @@ def run(cfg) -> None:
         from cxr_irgen.eval.memorisation import save_pairs_figure
 
         save_pairs_figure(results["memorisation"]["top_pairs"], out / "memorisation_pairs.png")
+    if results.get("privacy"):
+        from cxr_irgen.eval.privacy import save_privacy_sheet
+
+        save_privacy_sheet(results["privacy"]["closest_pairs"], out / "privacy_pairs.png")
     tables = write_tables(results, out)
     print(tables.read_text())
     bad = results.get("skipped_images") or {}

@@ -19,6 +19,13 @@
   ``x · 2048 − 1024`` (XRV's ``normalize(img, 255)`` applied to [0, 1]), centre crop,
   224 px. Weights from a local file (a state dict or safetensors of
   ``densenet121-res224-all``) or, without one, random init, named ``xrv-densenet121-random``.
+- ``rad_dino``: RAD-DINO (``microsoft/rad-dino``, a DINOv2 ViT-B/14 trained on chest X-rays), the CLS token
+  of the last hidden state (768-d; what ``pooler_output`` also holds), as CheXGenBench uses it. Loaded by
+  ``transformers`` from ``eval.fid.rad_dino`` (a local folder, or a hub id already in the local cache);
+  preprocessing by the image processor saved beside it (``preprocessor_config.json``: shortest edge resized
+  to 518, centre crop 518, bicubic, its mean/std), fed uint8 levels as its model card does; without that
+  file the published values (:data:`RAD_DINO_PREPROCESSOR`). ``eval.fid.rad_dino=null`` gives random init
+  (``rad-dino-random``), which ``evaluate`` refuses unless ``eval.allow_random_weights=true``.
 - any ``nn.Module`` mapping (B, 1, H, W) in [0, 1] to (B, D), named by the caller.
 
 Every extractor has a ``name`` used in outputs (feature extractor, dimension, resolution),
@@ -46,6 +53,12 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
 XRV_ALL_WEIGHTS = "densenet121-res224-all"
 XRV_RESOLUTION = 224
+RAD_DINO_HUB_ID = "microsoft/rad-dino"
+# microsoft/rad-dino's preprocessor_config.json (BitImageProcessor), used when the weights folder has none.
+RAD_DINO_PREPROCESSOR = {"size": {"shortest_edge": 518}, "crop_size": {"height": 518, "width": 518}, "resample": 3,
+                         "image_mean": [0.5307, 0.5307, 0.5307], "image_std": [0.2583, 0.2583, 0.2583]}
+RAD_DINO_ARCH = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+                 "patch_size": 14, "image_size": 518}
 
 
 def xrv_preprocess(images: torch.Tensor, size: int = XRV_RESOLUTION) -> torch.Tensor:
@@ -214,9 +227,56 @@ def inception_features(weights: str | Path | None) -> nn.Module:
     return NvidiaInceptionFeatures(path)
 
 
+class RadDinoFeatures(nn.Module):
+    """RAD-DINO CLS token (B, 768) of (B, 1, H, W) images in [0, 1], preprocessed by its own image processor."""
+
+    def __init__(self, source: str | Path | None):
+        """``source``: a folder or a cached hub id; None → random init (ViT-B/14 shapes), named ``rad-dino-random``."""
+        super().__init__()
+        from transformers import AutoImageProcessor, BitImageProcessor, Dinov2Config, Dinov2Model
+
+        self.model = (Dinov2Model(Dinov2Config(**RAD_DINO_ARCH)) if source is None else load_rad_dino(source)).eval()
+        self.processor, origin = BitImageProcessor(**RAD_DINO_PREPROCESSOR), "published rad-dino preprocessing"
+        if source is not None:
+            try:
+                self.processor, origin = AutoImageProcessor.from_pretrained(str(source), local_files_only=True), "its preprocessor_config.json"
+            except (OSError, ValueError):  # no preprocessor_config.json beside the weights: the published values stay
+                pass
+        self.name = (f"rad-dino{'-random' if source is None else ''} CLS ({self.model.config.hidden_size}-d, "
+                     f"{self.processor.crop_size['height']}px, {origin})")
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) → (B, D): uint8 levels, gray repeated to RGB, the processor's resize/crop/normalise, CLS token."""
+        levels = (check_unit_images(images, "rad-dino features").float() * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
+        pixels = self.processor(images=list(levels.cpu()), return_tensors="pt")["pixel_values"]
+        hidden = self.model(pixel_values=pixels.to(images.device, self.model.dtype)).last_hidden_state
+        return hidden[:, 0].float()
+
+
+def load_rad_dino(source: str | Path) -> nn.Module:
+    """A DINOv2 model from a local folder or a cached hub id (never downloaded); UserError naming ``eval.fid.rad_dino`` otherwise."""
+    from transformers import AutoModel
+
+    hint = (f"fetch it with `python scripts/fetch_weights.py --recipe eval-only --out DIR` and set weights.root=DIR "
+            f"(or eval.fid.rad_dino=/path/to/rad-dino); eval.allow_random_weights=true with eval.fid.rad_dino=null uses random init, marked")
+    local = Path(str(source))
+    if (local.is_absolute() or str(source).startswith(".")) and not local.is_dir():
+        raise UserError(f"eval.fid.rad_dino={source} is not a folder; {hint}")
+    try:
+        model = AutoModel.from_pretrained(str(source), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise UserError(f"eval.fid.rad_dino={source} cannot be loaded offline ({type(err).__name__}: {str(err).splitlines()[0][:120]}); {hint}") from None
+    if type(model).__name__ != "Dinov2Model":
+        raise UserError(f"eval.fid.rad_dino={source} holds a {type(model).__name__}, not a DINOv2 model (RAD-DINO is Dinov2Model)")
+    return model
+
+
 def build_feature_extractor(fid_cfg, xrv_weights: str | None = None, module: nn.Module | None = None) -> nn.Module:
-    """The extractor named by ``eval.fid.features`` (inception | xrv | module; ``module`` needs the ``module`` argument)."""
+    """The extractor named by ``eval.fid.features`` (inception | xrv | rad_dino | module; ``module`` needs the ``module`` argument)."""
     kind = str(fid_cfg.features)
+    if kind == "rad_dino":
+        return RadDinoFeatures(fid_cfg.get("rad_dino"))
     if kind == "inception":
         return inception_features(fid_cfg.get("inception_weights"))
     if kind == "xrv":
@@ -225,4 +285,4 @@ def build_feature_extractor(fid_cfg, xrv_weights: str | None = None, module: nn.
         if module is None:
             raise UserError("eval.fid.features=module needs a feature module passed from Python (evaluate(..., feature_module=...))")
         return ModuleFeatures(module, getattr(module, "name", type(module).__name__))
-    raise UserError(f"eval.fid.features={kind!r}: use inception, xrv or module")
+    raise UserError(f"eval.fid.features={kind!r}: use inception, xrv, rad_dino or module")

@@ -12,6 +12,7 @@
   exceeds the SSIM / feature-cosine threshold, and the highest SSIM).
 - Tables 7 and 8 (when ``utility`` / ``report_utility`` ran or were skipped for a reason):
   downstream utility of the synthetic images (:func:`utility_table`) and pairs (:func:`report_utility_table`).
+- Privacy (when it ran): nearest-training-image pixel and feature distances (:func:`cxr_irgen.eval.privacy.privacy_table`).
 
 Column headers name the variant (feature extractor, N, resolution, classifier, labeler,
 uncertain mapping, averaging). A metric that did not run shows "skipped: <reason>" (from
@@ -224,6 +225,10 @@ def write_tables(metrics: dict, out: Path) -> Path:
             parts.append(f"{title}\n\n{build(metrics[key])}".rstrip())
         elif reason and reason != "not in eval.metrics":
             parts.append(f"{title}\n\nskipped: {reason}")
+    if metrics.get("privacy"):
+        from cxr_irgen.eval.privacy import privacy_table
+
+        parts.append(f"### {privacy_table(metrics['privacy'])}".rstrip())
     path = out / "tables.md"
     path.write_text("\n\n".join(parts) + "\n")
     return path

@@ -58,26 +58,38 @@ def check_pairs(hypotheses: Sequence, references: Sequence, metric: str) -> None
         raise ValueError(f"{metric}: report {empty[0]} has an empty list of references")
 
 
-def bleu(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], max_n: int = MAX_N) -> list[float]:
-    """Corpus BLEU-1..max_n of tokenised hypotheses vs lists of tokenised references ("closest" brevity penalty)."""
+def bleu_statistics(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], max_n: int = MAX_N) -> np.ndarray:
+    """(N, 2·max_n + 2) per-report BLEU counts: clipped matches 1..max_n, guesses 1..max_n, hypothesis length, closest reference length.
+
+    Corpus BLEU is a function of their column sums (:func:`bleu_from_statistics`), so a paired test can
+    recompute it for any mix of two systems' reports (:mod:`cxr_irgen.eval.significance`)."""
     check_pairs(hypotheses, references, "bleu")
-    tiny, small = 1e-15, 1e-9
-    correct, guess = np.zeros(max_n), np.zeros(max_n)
-    hyp_len = ref_len = 0
-    for hyp, refs in zip(hypotheses, references):
+    stats = np.zeros((len(hypotheses), 2 * max_n + 2))
+    for row, (hyp, refs) in enumerate(zip(hypotheses, references)):
         max_ref_counts: Counter = Counter()
         for ref in refs:
             max_ref_counts |= _ngrams(ref, max_n)
         for gram, count in _ngrams(hyp, max_n).items():
-            correct[len(gram) - 1] += min(count, max_ref_counts[gram])
-        guess += [max(0, len(hyp) - k) for k in range(max_n)]
-        hyp_len += len(hyp)
-        ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
-    precisions = np.cumprod((correct + tiny) / (guess + small))
-    scores = [float(p ** (1.0 / (k + 1))) for k, p in enumerate(precisions)]
-    ratio = (hyp_len + tiny) / (ref_len + small)
-    penalty = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
-    return [s * penalty for s in scores]
+            stats[row, len(gram) - 1] += min(count, max_ref_counts[gram])
+        stats[row, max_n:2 * max_n] = [max(0, len(hyp) - k) for k in range(max_n)]
+        stats[row, -2] = len(hyp)
+        stats[row, -1] = min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
+    return stats
+
+
+def bleu_from_statistics(sums: np.ndarray, max_n: int = MAX_N) -> np.ndarray:
+    """(..., 2·max_n + 2) summed :func:`bleu_statistics` → (..., max_n) BLEU-1..max_n (pycocoevalcap's smoothing and "closest" penalty)."""
+    tiny, small = 1e-15, 1e-9
+    correct, guess = sums[..., :max_n], sums[..., max_n:2 * max_n]
+    scores = np.cumprod((correct + tiny) / (guess + small), axis=-1) ** (1.0 / np.arange(1, max_n + 1))
+    ratio = (sums[..., -2] + tiny) / (sums[..., -1] + small)
+    penalty = np.where(ratio < 1, np.exp(1 - 1 / ratio), 1.0)
+    return scores * penalty[..., None]
+
+
+def bleu(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], max_n: int = MAX_N) -> list[float]:
+    """Corpus BLEU-1..max_n of tokenised hypotheses vs lists of tokenised references ("closest" brevity penalty)."""
+    return [float(s) for s in bleu_from_statistics(bleu_statistics(hypotheses, references, max_n).sum(0), max_n)]
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
@@ -97,8 +109,8 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     return len(b) - bin(v).count("1")
 
 
-def rouge_l_coco(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], beta: float = 1.2) -> float:
-    """pycocoevalcap ROUGE-L: per report F_β of the best LCS precision and recall over references; mean over reports."""
+def rouge_l_coco_scores(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], beta: float = 1.2) -> np.ndarray:
+    """pycocoevalcap ROUGE-L per report (N,): F_β of the best LCS precision and recall over its references."""
     check_pairs(hypotheses, references, "rouge_l_coco")
     scores = []
     for hyp, refs in zip(hypotheses, references):
@@ -106,21 +118,31 @@ def rouge_l_coco(hypotheses: Sequence[list[str]], references: Sequence[list[list
         precision = max(l / len(hyp) if hyp else 0.0 for l in lcs)
         recall = max(l / len(r) if r else 0.0 for l, r in zip(lcs, refs))
         scores.append((1 + beta**2) * precision * recall / (recall + beta**2 * precision) if precision and recall else 0.0)
-    return float(np.mean(scores))
+    return np.array(scores)
 
 
-def rouge_l_stemmed(hypotheses: Sequence[str], references: Sequence[list[str]]) -> float:
-    """rouge_score ROUGE-L F-measure with Porter stemming, best reference per report, mean over reports."""
+def rouge_l_coco(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], beta: float = 1.2) -> float:
+    """pycocoevalcap ROUGE-L: the mean over reports of :func:`rouge_l_coco_scores`."""
+    return float(np.mean(rouge_l_coco_scores(hypotheses, references, beta)))
+
+
+def rouge_l_stemmed_scores(hypotheses: Sequence[str], references: Sequence[list[str]]) -> np.ndarray:
+    """rouge_score ROUGE-L F-measure with Porter stemming per report (N,), best over its references."""
     from rouge_score import rouge_scorer
 
     check_pairs(hypotheses, references, "rouge_l_stemmed")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [max(scorer.score(ref, hyp)["rougeL"].fmeasure for ref in refs) for hyp, refs in zip(hypotheses, references)]
-    return float(np.mean(scores))
+    return np.array([max(scorer.score(ref, hyp)["rougeL"].fmeasure for ref in refs) for hyp, refs in zip(hypotheses, references)])
 
 
-def cider_d(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], sigma: float = 6.0) -> float:
-    """pycocoevalcap CIDEr(-D): mean over reports of 10 × mean_n mean_refs clipped tf-idf cosine × length penalty."""
+def rouge_l_stemmed(hypotheses: Sequence[str], references: Sequence[list[str]]) -> float:
+    """rouge_score ROUGE-L F-measure with Porter stemming, best reference per report, mean over reports."""
+    return float(np.mean(rouge_l_stemmed_scores(hypotheses, references)))
+
+
+def cider_d_scores(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], sigma: float = 6.0) -> np.ndarray:
+    """pycocoevalcap CIDEr(-D) per report (N,): 10 × mean_n mean_refs clipped tf-idf cosine × length penalty. Document
+    frequencies come from the references only, so a report's score does not depend on the other generated reports."""
     check_pairs(hypotheses, references, "cider_d")
     ref_counts = [[_ngrams(r) for r in refs] for refs in references]
     document_frequency: Counter = Counter()
@@ -149,7 +171,12 @@ def cider_d(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]
                     value /= norm_h[n] * norm_r[n]
                 total[n] += value * math.exp(-((len_h - len_r) ** 2) / (2 * sigma**2))
         scores.append(10.0 * total.mean() / len(refs))
-    return float(np.mean(scores))
+    return np.array(scores)
+
+
+def cider_d(hypotheses: Sequence[list[str]], references: Sequence[list[list[str]]], sigma: float = 6.0) -> float:
+    """pycocoevalcap CIDEr(-D): the mean over reports of :func:`cider_d_scores`."""
+    return float(np.mean(cider_d_scores(hypotheses, references, sigma)))
 
 
 def meteor(hypotheses: Sequence[str], references: Sequence[list[str]]) -> float | None:
