@@ -9,7 +9,8 @@ Sources, any combination:
   an image column (CheXGenBench's ``prompt_INFO.csv`` has ``img_savename``) or none, the
   images then being named by row index (RoentGen-v2 style: ``0.png``, ``00017.jpg``); a
   labels column (``Cardiomegaly=1, Edema=0``) and/or a prompt column (free text allowed); an
-  optional report column (image–report pairs).
+  optional report column (image–report pairs) and reference column (the real report each generated report is
+  scored against).
 - otherwise images in DIR (recursively) with an optional JSON sidecar of the same stem (keys
   ``labels`` and/or ``prompt``, ``report``, ``seed``, ...).
 - a reports CSV: a generated-report column plus a reference-text column or a ``study_id``
@@ -53,6 +54,7 @@ class InputSpec:
     prompt_column: str = "prompt"
     labels_column: str | None = None
     report_column: str | None = None
+    reference_column: str | None = None
     prompt_labels: str = "auto"       # auto | template | labeler
 
     @classmethod
@@ -160,7 +162,8 @@ def _from_prompts_table(folder: Path, spec: InputSpec) -> list[dict]:
     image_column = spec.image_column
     if image_column == "auto":
         image_column = next((c for c in IMAGE_COLUMNS if c in table.columns), None)
-    for key, column in (("image_column", image_column), ("labels_column", spec.labels_column), ("report_column", spec.report_column)):
+    for key, column in (("image_column", image_column), ("labels_column", spec.labels_column), ("report_column", spec.report_column),
+                        ("reference_column", spec.reference_column)):
         if column and column not in table.columns:
             raise UserError(f"eval.inputs.{key}={column!r}: no such column in {path}; available columns: {columns}")
     if not spec.labels_column and spec.prompt_column not in table.columns:
@@ -173,7 +176,8 @@ def _from_prompts_table(folder: Path, spec: InputSpec) -> list[dict]:
     rows = []
     for number, (record, image) in enumerate(zip(table.to_dict("records"), images)):
         fields = {"prompt": record.get(spec.prompt_column), "labels": record.get(spec.labels_column) if spec.labels_column else None,
-                  "report": record.get(spec.report_column) if spec.report_column else None}
+                  "report": record.get(spec.report_column) if spec.report_column else None,
+                  "reference": record.get(spec.reference_column) if spec.reference_column else None}
         rows.append(_row(fields, image, f"{path} row {number}", spec.prompt_labels))
     return rows
 

@@ -1,0 +1,139 @@
+"""`cxr-irgen evaluate` on other generators' layouts (issue 25, item 1): the worked examples of
+docs/evaluate-any-generator.md run as written on 32 phantom images with free-text prompts; every table, per-pathology
+rows and the three agreements come out; mismatched columns and unreadable images give one line and exit 2 (or are
+skipped with data.skip_bad=true)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from eval_layouts import N_GENERATED, chosen, classifier, evaluate_overrides, phantoms, write_layouts  # noqa: F401  (fixtures)
+from eval_threads import one_thread  # noqa: F401  (fixture)
+from PIL import Image
+
+from cxr_irgen.cli import main
+from cxr_irgen.data.labels import CHEXPERT_LABELS, LABEL_INDEX
+from cxr_irgen.errors import UserError
+from cxr_irgen.eval.generated import InputSpec, load_generated
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "evaluate-any-generator.md"
+COMMANDS = [line for block in re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.S) for line in block.splitlines() if line.startswith("cxr-irgen ")]
+
+
+@pytest.fixture(scope="module")
+def layouts(chosen, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("layouts")
+    write_layouts(chosen, root)
+    return root
+
+
+def _evaluate(argv: list[str], out: Path) -> dict:
+    main([*argv, f"hydra.run.dir={out}"])
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_the_docs_page_has_one_command_per_layout():
+    assert len(COMMANDS) == 4 and all(c.startswith("cxr-irgen evaluate ") and "data.root=data/phantoms" in c for c in COMMANDS)
+
+
+@pytest.mark.parametrize("number", range(4))
+def test_docs_command_runs_as_written(number, layouts, phantoms, classifier, chosen, monkeypatch, one_thread):  # noqa: F811
+    monkeypatch.chdir(layouts)
+    argv = shlex.split(COMMANDS[number].replace("data.root=data/phantoms", ""))[1:]
+    out = layouts / f"run{number}"
+    metrics = _evaluate([*argv, *evaluate_overrides(phantoms, classifier)], out)
+    tables = (out / "tables.md").read_text()
+    if "generated_reports=" in COMMANDS[number]:
+        assert metrics["text"]["n_reports"] == N_GENERATED and metrics["chexpert_f1"]["labeler"] == "rules"
+        assert metrics["generated"]["n_images"] == 0 and "Table 3" in tables
+        return
+    assert metrics["fid"]["n_generated"] == N_GENERATED and "random_weights" not in metrics["fid"]
+    assert metrics["generated"]["labels_from"] == {"labeler rules on the prompt": N_GENERATED}
+    per = metrics["per_pathology"]["labels"]
+    assert list(per) == list(CHEXPERT_LABELS)
+    assert any("fid" in e for e in per.values()) and any(e.get("skipped") for e in per.values())
+    table9 = pd.read_csv(out / "table9.csv")
+    assert len(table9) == 14 and table9["N gen"].tolist() == [e["n_generated"] for e in per.values()]
+    assert table9["FID"].str.startswith("skipped: fewer than min_n=3").sum() == sum(bool(e.get("skipped")) for e in per.values())
+    provenance = metrics["provenance"]
+    assert provenance["packages"]["torch"] and provenance["n"]["generated_images"] == N_GENERATED and provenance["seeds"]["eval.seed"] == 1234
+    assert list(provenance["feature_extractor"]["weights_sha256"]) == [str(classifier / "model.safetensors")]
+    if "report_column" in COMMANDS[number]:  # image-report pairs: the three agreements, each with its CI
+        agreement = metrics["agreement"]
+        assert agreement["n_pairs"] == N_GENERATED
+        for pair in ("image_vs_requested", "report_vs_requested", "image_vs_report"):
+            assert agreement[pair]["accuracy"]["ci95"] is not None and set(agreement[pair]["per_label"]) == set(agreement["labels"])
+        assert len(pd.read_csv(out / "table10.csv")) == 3 and "Table 10" in tables
+        for table in ("Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table 6", "Table 9"):
+            assert table in tables
+        assert metrics["auroc"]["generated"]["per_pathology"] and metrics["text"]["n_reports"] == N_GENERATED
+    else:
+        assert "no generated image comes with both a report" in metrics["skipped"]["agreement"]
+
+
+def test_free_text_prompts_are_labelled_by_the_labeler(layouts, chosen):  # noqa: F811
+    table = load_generated(str(layouts / "my_images"), inputs=InputSpec(table="prompts.csv"), labeler={"backend": "rules"})
+    cardiomegaly = np.array([v[LABEL_INDEX["Cardiomegaly"]] == 1.0 for v in table["labels"]])
+    assert cardiomegaly.tolist() == [v[LABEL_INDEX["Cardiomegaly"]] == 1.0 for v in chosen["labels"]] and cardiomegaly.any()
+    assert set(table["labels_from"]) == {"labeler rules on the prompt"} and table["report"].notna().sum() == 0  # no report_column given
+
+
+def test_labels_column_template_prompts_and_jsonl(tmp_path):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "0.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "1.png")
+    rows = [{"prompt": "A chest X-Ray image with cardiomegaly", "labels": None}, {"prompt": "free text", "labels": "Edema=1"}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = load_generated(str(tmp_path), inputs=InputSpec(table="p.jsonl", image_column=None, labels_column="labels"))
+    assert table["labels_from"].tolist() == ["template prompt", "labels column"]
+    assert table.loc[0, "labels"][LABEL_INDEX["Cardiomegaly"]] == 1 and table.loc[1, "labels"][LABEL_INDEX["Edema"]] == 1
+    with pytest.raises(UserError, match="not a CXR-IRGen prompt"):
+        load_generated(str(tmp_path), inputs=InputSpec(table="p.jsonl", image_column=None, prompt_labels="template"))
+
+
+def test_mismatches_name_the_column_or_file(tmp_path):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "0.png")
+    pd.DataFrame({"caption": ["x", "y"]}).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(UserError, match=r"prompt_column='prompt': no such column .* available columns: caption"):
+        load_generated(str(tmp_path), inputs=InputSpec(table="p.csv"))
+    with pytest.raises(UserError, match=r"no image named 1 \(e.g. 1.png or 00001.png\); 1 of 2 rows"):
+        load_generated(str(tmp_path), inputs=InputSpec(table="p.csv", prompt_column="caption", image_column=None))
+    with pytest.raises(UserError, match=r"image_column='file_name': no such column"):
+        load_generated(str(tmp_path), inputs=InputSpec(table="p.csv", prompt_column="caption", image_column="file_name"))
+    with pytest.raises(UserError, match="eval.inputs.table=.*nope.csv: no such file"):
+        load_generated(str(tmp_path), inputs=InputSpec(table="nope.csv"))
+    with pytest.raises(UserError, match="unknown key"):
+        InputSpec.from_cfg({"tabel": "p.csv"})
+
+
+def test_cli_mismatched_column_is_one_line_exit_2_without_a_run_dir(layouts, phantoms, classifier, capsys, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", f"generated={layouts / 'my_images'}", "eval.inputs.table=prompts.csv", "eval.inputs.prompt_column=caption",
+              *evaluate_overrides(phantoms, classifier), f"hydra.run.dir={out}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "'caption'" in err[0] and "available columns: image, prompt, report, reference" in err[0]
+    assert not out.exists()
+
+
+def test_unreadable_image_exits_2_or_is_skipped(layouts, phantoms, classifier, capsys, tmp_path, one_thread):  # noqa: F811
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    for image in sorted((layouts / "roentgen_out").glob("*.png")):
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "prompts.csv").write_bytes((layouts / "roentgen_out" / "prompts.csv").read_bytes())
+    (folder / "5.png").write_bytes(b"not a png")
+    argv = ["evaluate", f"generated={folder}", "eval.inputs.table=prompts.csv", "eval.inputs.image_column=null", "eval.metrics=[fid]",
+            *evaluate_overrides(phantoms, classifier)]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, f"hydra.run.dir={tmp_path / 'failed'}"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "5.png" in err and "data.skip_bad=true" in err and "Traceback" not in err
+    metrics = _evaluate([*argv, "data.skip_bad=true"], tmp_path / "skipped")
+    assert metrics["skipped_images"]["n"] == 1 and metrics["skipped_images"]["generated"][0]["image"].endswith("5.png")
+    assert metrics["fid"]["n_generated"] == N_GENERATED - 1
