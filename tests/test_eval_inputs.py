@@ -137,3 +137,41 @@ def test_unreadable_image_exits_2_or_is_skipped(layouts, phantoms, classifier, c
     metrics = _evaluate([*argv, "data.skip_bad=true"], tmp_path / "skipped")
     assert metrics["skipped_images"]["n"] == 1 and metrics["skipped_images"]["generated"][0]["image"].endswith("5.png")
     assert metrics["fid"]["n_generated"] == N_GENERATED - 1
+
+
+def test_reports_csv_with_study_ids_takes_references_from_the_real_data(phantoms, tmp_path):  # noqa: F811
+    from cxr_irgen.data.mimic import load_index
+    from cxr_irgen.data.sections import load_report_sections
+
+    table = load_index(phantoms)
+    sections = load_report_sections(table[table["split"] == "test"])
+    studies = sections[sections["findings"].fillna("").str.strip() != ""].head(4)
+    csv = tmp_path / "reports.csv"
+    pd.DataFrame({"generated": studies["findings"], "study_id": studies["study_id"]}).to_csv(csv, index=False)
+    main(["evaluate", f"generated_reports={csv}", "eval.text.report_column=generated", f"data.root={phantoms}", "eval.metrics=[text,chexpert_f1]",
+          "eval.text.meteor=false", "eval.chexpert_f1.n_bootstrap=10", f"hydra.run.dir={tmp_path / 'run'}"])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["text"]["n_reports"] == 4 and metrics["text"]["bleu1"] > 0.99 and metrics["text"]["reference_section"] == "findings"
+    assert metrics["provenance"]["n"]["generated_reports"] == 4
+    with pytest.raises(UserError, match=r"needs a 'generated' column .* or 'study_id' column; available columns: report, study"):
+        load_generated(None, str(_csv(tmp_path / "bad.csv", report=["x"], study=["1"])), "generated", "reference")
+    with pytest.raises(UserError, match=r"row 0: study_id 'abc' is not a number"):
+        load_generated(None, str(_csv(tmp_path / "bad2.csv", generated=["x"], study_id=["abc"])), "generated", "reference")
+
+
+def _csv(path: Path, **columns) -> Path:
+    pd.DataFrame(columns).to_csv(path, index=False)
+    return path
+
+
+def test_jsonl_prompts_table_with_labels_column_runs_in_the_cli(layouts, phantoms, classifier, chosen, tmp_path, one_thread):  # noqa: F811
+    from cxr_irgen.data.labels import format_labels
+
+    folder = layouts / "my_images"
+    rows = [{"image": str(folder / f"img_{i:03d}.png"), "caption": "", "findings": format_labels(v)} for i, v in enumerate(chosen["labels"])]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = _evaluate(["evaluate", f"generated={folder}", f"eval.inputs.table={tmp_path / 'prompts.jsonl'}", "eval.inputs.labels_column=findings",
+                         "eval.inputs.prompt_column=caption", "eval.metrics=[fid,per_pathology]", *evaluate_overrides(phantoms, classifier)], tmp_path / "run")
+    assert metrics["generated"]["labels_from"] == {"labels column": N_GENERATED} and metrics["fid"]["n_generated"] == N_GENERATED
+    per = metrics["per_pathology"]["labels"]
+    assert [per[n]["n_generated"] for n in CHEXPERT_LABELS] == np.sum(np.stack(chosen["labels"]) == 1.0, axis=0).tolist()

@@ -450,7 +450,7 @@ def evaluate(cfg, feature_module: torch.nn.Module | None = None) -> dict:
             _store(results, "agreement", value, reason)
         extractor_name = next((results[m]["feature_extractor"] for m in FEATURE_METRICS if m in results), None)
     if len(reports) and state.is_main_process:
-        out = _report_metrics(cfg, reports, real, real_all)
+        out = _report_metrics(cfg, reports, real, real.table if real is not None else None)  # any study of the data, not only eval.real's
         results["skipped"].update(out.pop("skipped"))
         results.update(out)
     for metric in METRICS:
