@@ -49,7 +49,8 @@ from omegaconf import OmegaConf
 
 from cxr_irgen.data.labels import CHEXPERT_LABELS, labels_from_row
 from cxr_irgen.errors import UserError
-from cxr_irgen.eval.score import FEATURE_METRICS, IMAGE_METRICS as SCORED_IMAGE_METRICS, ImageSettings
+from cxr_irgen.eval.score import FEATURE_METRICS, ImageSettings
+from cxr_irgen.eval.score import IMAGE_METRICS as SCORED_IMAGE_METRICS
 from cxr_irgen.eval.sources import ImageSource, process_state, shard_map  # noqa: F401  (shard_map: this module's sharding, tested)
 
 log = logging.getLogger(__name__)
