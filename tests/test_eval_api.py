@@ -35,26 +35,22 @@ def run(chosen, phantoms, classifier, tmp_path_factory, one_thread):  # noqa: F8
 @pytest.fixture(scope="module")
 def inputs(run, phantoms, classifier):  # noqa: F811
     """What the CLI read, built by hand: generated paths / labels of their free-text prompts, the real train PA/AP images
-    with their labels, the FID extractor of the classifier run."""
+    with their labels."""
     from cxr_irgen.data.mimic import load_index
-    from cxr_irgen.eval.classifier import Classifier
-    from cxr_irgen.eval.features import XRVFeatures
     from cxr_irgen.eval.labeler import label_reports
 
     folder = run[1]
     table = pd.read_csv(folder / "prompts.csv")
     index = load_index(phantoms)
     real = index[(index["split"] == "train") & index["view"].isin(["PA", "AP"]) & (index["image_path"].fillna("") != "")].reset_index(drop=True)
-    clf = Classifier.from_run_dir(classifier)
-    features = XRVFeatures(model=clf.model, resolution=clf.resolution)
-    features.name = f"{clf.name} features2 ({clf.resolution}px)"
     return {"paths": [str(folder / name) for name in table["image"]], "labels": label_reports(table["prompt"].tolist()),
             "reports": table["report"].tolist(), "references": table["reference"].tolist(), "real": real["image_path"].tolist(),
-            "real_labels": np.stack([labels_from_row(r) for r in real[list(CHEXPERT_LABELS)].to_dict("records")]), "features": features}
+            "real_labels": np.stack([labels_from_row(r) for r in real[list(CHEXPERT_LABELS)].to_dict("records")])}
 
 
 def _images(generated, labels, inputs, classifier):  # noqa: F811
-    return evaluate_images(generated, inputs["real"], labels=labels, real_labels=inputs["real_labels"], features=inputs["features"],
+    """Every image metric, FID features and AUROC from the classifier run (as the CLI's evaluate_overrides)."""
+    return evaluate_images(generated, inputs["real"], labels=labels, real_labels=inputs["real_labels"], features=str(classifier),
                            classifier=str(classifier), auroc_real=(inputs["real"], inputs["real_labels"]), kid_subsets=10,
                            per_pathology_min_n=3, auroc_n=8)
 

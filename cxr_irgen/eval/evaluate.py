@@ -221,17 +221,11 @@ def _report_metrics(cfg, reports: pd.DataFrame, real: RealData | None, real_inde
 
 def _feature_extractor(cfg, feature_module=None):
     """The extractor ``eval.fid.features`` names (a train-classifier run's DenseNet for ``classifier``)."""
-    from cxr_irgen.eval.score import feature_extractor
+    from cxr_irgen.eval.score import classifier_features, feature_extractor
 
     fid_cfg = cfg.eval.fid
     if str(fid_cfg.features) == "classifier":
-        from cxr_irgen.eval.classifier import Classifier
-        from cxr_irgen.eval.features import XRVFeatures
-
-        clf = Classifier.from_run_dir(fid_cfg.classifier)
-        extractor = XRVFeatures(model=clf.model, resolution=clf.resolution)
-        extractor.name = f"{clf.name} features2 ({clf.resolution}px)"
-        return extractor
+        return classifier_features(fid_cfg.classifier)
     if str(fid_cfg.features) == "module":
         if feature_module is None:
             raise UserError("eval.fid.features=module needs a feature module passed from Python (evaluate(..., feature_module=...))")

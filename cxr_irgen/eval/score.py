@@ -12,6 +12,7 @@ metric that did not run). ``cxr-irgen evaluate`` builds these inputs from its co
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -81,13 +82,27 @@ def random_weight_metrics(features, xrv_weights, wanted) -> dict[str, str]:
     return {m: "XRV DenseNet-121 feature extractor with random weights (eval.xrv_weights unset)" for m in FEATURE_METRICS if m in wanted}
 
 
+def classifier_features(run_dir) -> torch.nn.Module:
+    """DenseNet ``features2`` (B, 1024) of a train-classifier run's model, at its resolution (``eval.fid.features=classifier``)."""
+    from cxr_irgen.eval.classifier import Classifier
+    from cxr_irgen.eval.features import XRVFeatures
+
+    clf = Classifier.from_run_dir(run_dir)
+    extractor = XRVFeatures(model=clf.model, resolution=clf.resolution)
+    extractor.name = f"{clf.name} features2 ({clf.resolution}px)"
+    return extractor
+
+
 def feature_extractor(features, xrv_weights=None, inception_weights=None) -> torch.nn.Module:
-    """The FID extractor: ``xrv`` | ``inception`` (see :func:`~cxr_irgen.eval.features.build_feature_extractor`) or a module
-    mapping (B, 1, H, W) in [0, 1] to (B, D) (named by its ``name`` attribute)."""
+    """The FID extractor: ``xrv`` | ``inception`` (see :func:`~cxr_irgen.eval.features.build_feature_extractor`), a
+    train-classifier run directory (:func:`classifier_features`) or a module mapping (B, 1, H, W) in [0, 1] to (B, D)
+    (named by its ``name`` attribute)."""
     from omegaconf import OmegaConf
 
     from cxr_irgen.eval.features import build_feature_extractor
 
+    if isinstance(features, (str, Path)) and Path(features).is_dir():
+        return classifier_features(features)
     if isinstance(features, torch.nn.Module):
         return features if isinstance(getattr(features, "name", None), str) else build_feature_extractor(OmegaConf.create({"features": "module"}), module=features)
     return build_feature_extractor(OmegaConf.create({"features": str(features), "inception_weights": inception_weights}), xrv_weights)
@@ -214,8 +229,8 @@ def evaluate_images(generated, real, *, labels=None, real_labels=None, features=
     ``generated`` / ``real`` / ``training``: a folder, a list of paths, or an array / tensor (N, 1, H, W) in [0, 1]
     (see :func:`~cxr_irgen.eval.sources.as_images`). ``labels`` / ``real_labels``: one 14-label vector per image
     ((N, 14) array, label strings like ``"Cardiomegaly=1, Edema=0"``, or None for unlabelled) — needed by PSNR/SSIM
-    pairing, diversity, per-pathology rows and AUROC. ``features``: ``xrv`` | ``inception`` | a module (B, 1, H, W) →
-    (B, D). ``classifier``: ``xrv`` | a train-classifier run dir | a ``Classifier`` (AUROC; None skips it).
+    pairing, diversity, per-pathology rows and AUROC. ``features``: ``xrv`` | ``inception`` | a train-classifier run dir
+    | a module (B, 1, H, W) → (B, D). ``classifier``: ``xrv`` | a train-classifier run dir | a ``Classifier`` (AUROC; None skips it).
     ``training``: images searched by ``memorisation``. ``auroc_real``: ``(images, (M, 14) labels)`` for the same AUROC
     protocol on real images. ``resolution``: side of every image metric (None: the first generated image's).
     ``settings`` / ``overrides``: :class:`ImageSettings` fields (``metrics``, ``seed``, ``kid_subsets``, ...).
