@@ -22,6 +22,7 @@ import pandas as pd
 from hydra import compose
 
 from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels, label_key, parse_labels
+from cxr_irgen.eval.tables import AGREEMENT_PAIRS
 from cxr_irgen.utils.rundir import run_dir, start_run
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,8 @@ def showcase_figures(gen_dir: Path, pairs: list[dict], eval_dir: Path, real: pd.
     - ``signs``: phantom-sign AUROC of the generated images (group vs No Finding), and of ``real``.
     - ``classifier_auroc``: the demo classifier's mean AUROC on generated vs real test images (07-evaluate).
     - ``report_label_f1``: micro F1 (positive mentions) of each report's own labels vs the requested labels.
+    - ``image_report_agreement``: micro F1 with its 95% CI of the three agreements of 07-evaluate's Table 10 (classifier
+      on the image, labeler on the report, requested labels).
     - ``repeated_sentence_share``, ``distinct_share``, ``copy_share`` (near copies of training reports).
     """
     metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -198,6 +201,7 @@ def showcase_figures(gen_dir: Path, pairs: list[dict], eval_dir: Path, real: pd.
                                                for k in auroc.get("generated", {}).get("per_pathology", {})}},
         "classifier_auroc_gap": None if gen_mean is None or real_mean is None else abs(real_mean - gen_mean),
         "report_label_f1": agreement.get("value"), "report_label_f1_ci95": agreement.get("ci95"),
+        "image_report_agreement": {pair: (metrics.get("agreement") or {}).get(pair, {}).get("micro_f1") for pair, _ in AGREEMENT_PAIRS},
         "repeated_sentence_share": float(np.mean([repeats_a_sentence(r) for r in reports])) if reports else None,
         "distinct_share": guards.get("distinct_share"), "copy_share": guards.get("copy_share"),
         "decoding": pairs[0].get("decoding") if pairs else None,
@@ -228,6 +232,9 @@ def print_figures(figures: dict) -> None:
               f"{gen['n_unmeasured']} unmeasured); real phantoms {fmt(real['auroc'])} ({real['n_positive']} vs {real['n_no_finding']})")
     c = figures["classifier_auroc"]
     print(f"  classifier mean AUROC: generated {fmt(c['generated_mean'])}, real test phantoms {fmt(c['real_mean'])}")
+    agreement = figures["image_report_agreement"]
+    print("  image-report agreement, micro F1 [95% CI]: " + "; ".join(
+        f"{what} {fmt((agreement[pair] or {}).get('value'))} {(agreement[pair] or {}).get('ci95') or ''}" for pair, what in AGREEMENT_PAIRS))
     control = figures.get("copy_share_real_reports") or {}
     print(f"  distinct reports {fmt(figures['distinct_share'])}; near copies of a training report: generated {fmt(figures['copy_share'])}, "
           f"held-out real reports {fmt(control.get('copy_share'))} (n={control.get('n_reports')}, the control)")

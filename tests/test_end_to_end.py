@@ -96,12 +96,15 @@ def test_demo_measures_and_prints_the_showcase_figures(demo_run):
     assert (figures["classifier_auroc_gap"] is None) == (classifier["real_mean"] is None)
     for name in ("report_label_f1", "repeated_sentence_share", "distinct_share", "copy_share"):
         assert 0 <= figures[name] <= 1, name
+    agreement = json.loads((demo_run / "07-evaluate" / "metrics.json").read_text())["agreement"]
+    assert agreement["n_pairs"] == 4 and figures["image_report_agreement"] == {p: agreement[p]["micro_f1"] for p in agreement if "_vs_" in p}
+    assert len(figures["image_report_agreement"]) == 3
     control = figures["copy_share_real_reports"]
     assert control["n_reports"] > 0 and 0 <= control["copy_share"] <= 1 and control["n_training_reports"] > 0
     assert figures["decoding"] == json.loads((demo_run / "06-generate" / "pairs.jsonl").read_text().splitlines()[0])["decoding"]
     printed = (demo_run / "printed.txt").read_text()
     for name in ("heart_width_ratio", "costophrenic_blunting", "lung_brightness", "classifier_auroc_gap", "report_label_f1",
-                 "repeated_sentence_share", "copy_share", "held-out real reports", "demo finished in"):
+                 "repeated_sentence_share", "copy_share", "held-out real reports", "image-report agreement", "demo finished in"):
         assert name in printed, name
 
 

@@ -47,11 +47,11 @@ def _csv(path) -> tuple[list[str], list[list[str]]]:
 
 
 def test_table_cells_are_the_metrics_values(tmp_path):
-    metrics = _metrics()
+    metrics = {**_metrics(), "inception_score": {"mean": 2.5, "std": 0.1, "splits": 10, "n": 100}}
     write_tables(metrics, tmp_path)
     gen, real, text, f1, guards = (metrics[k] for k in ("auroc", "auroc", "text", "chexpert_f1", "guards"))
     expected = {
-        1: [["my-model", 43.4012, 17.25, metrics["psnr_ssim"]["ssim"], metrics["diversity"]["ms_ssim_within_label"]]],
+        1: [["my-model", 43.4012, 17.25, metrics["psnr_ssim"]["ssim"], metrics["diversity"]["ms_ssim_within_label"], "2.5000 ± 0.1000"]],
         2: [["my-model", *[f"{gen['generated']['per_pathology'][p]['auroc']:.4f} (5+/5−)" for p in PATHOLOGIES], gen["generated"]["mean"]],
             ["real test images", *[f"{real['real']['per_pathology'][p]['auroc']:.4f} (5+/5−)" for p in PATHOLOGIES], real["real"]["mean"]]],
         3: [["my-model", *[text[f"bleu{k}"] for k in range(1, 5)], text["rougeL_coco"], text["rougeL_f_stem"], text["cider_d"], text["meteor"],

@@ -10,6 +10,9 @@
 - ``utility``: classifiers trained on real / synthetic / real+synthetic images, AUROC on real test images;
   ``report_utility``: report generators trained on real / synthetic / real+synthetic pairs, scored on real test images.
 - ``auroc`` + ``classifier``: the paper's AUROC protocol and its XRV DenseNet (``cxr-irgen train-classifier``).
+- ``score``: evaluation without a config — ``evaluate_images``, ``evaluate_reports``, ``evaluate_pairs`` return the
+  numbers ``cxr-irgen evaluate`` prints; ``sources``: image inputs (folders, paths, arrays, tensors); ``agreement``:
+  image–report–label agreement; ``provenance``: package versions and weights hashes.
 - ``generated``, ``tables``, ``evaluate``: ``cxr-irgen evaluate`` (inputs, paper-style tables, orchestration).
 
 The metric functions below are importable from here (loaded on first use, so importing this
@@ -28,6 +31,8 @@ _EXPORTS = {
     "downstream_report_utility": "report_utility", "report_utility_table": "tables",
     "build_feature_extractor": "features", "NvidiaInceptionFeatures": "features", "InceptionFeatures": "features", "XRVFeatures": "features",
     "protocol_auroc": "auroc",
+    "evaluate_images": "score", "evaluate_reports": "score", "evaluate_pairs": "score", "ImageSettings": "score",
+    "label_agreement": "agreement",
 }
 __all__ = sorted(_EXPORTS)
 

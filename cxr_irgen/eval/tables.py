@@ -12,6 +12,10 @@
   exceeds the SSIM / feature-cosine threshold, and the highest SSIM).
 - Tables 7 and 8 (when ``utility`` / ``report_utility`` ran or were skipped for a reason):
   downstream utility of the synthetic images (:func:`utility_table`) and pairs (:func:`report_utility_table`).
+- Table 9 (per pathology, same features as FID): FID / KID / PRDC on the positives of each
+  CheXpert label with N per set; a label under ``eval.per_pathology.min_n`` says so.
+- Table 10: agreement of generated image–report pairs: classifier on the image, labeler on
+  the report, requested labels — micro / macro F1 and accuracy with 95% CIs, and F1 per label.
 - Privacy (when it ran): nearest-training-image pixel and feature distances (:func:`cxr_irgen.eval.privacy.privacy_table`).
 
 Column headers name the variant (feature extractor, N, resolution, classifier, labeler,
@@ -67,6 +71,7 @@ def _get(metrics: dict, *keys):
 
 def table1(metrics: dict) -> tuple[str, list[str], list[list]]:
     fid, pairs, div = metrics.get("fid") or {}, metrics.get("psnr_ssim") or {}, metrics.get("diversity") or {}
+    isc = metrics.get("inception_score") or {}
     caption = "Table 1: image quality."
     header = [
         "Model",
@@ -74,9 +79,12 @@ def table1(metrics: dict) -> tuple[str, list[str], list[list]]:
         f"PSNR (label-paired, n={pairs.get('n_pairs', DASH)})",
         "SSIM (gauss 11, σ 1.5, range 1)",
         f"MS-SSIM within label ({div.get('scales', DASH)} scales; lower = more diverse)",
+        f"Inception Score (torch-fidelity logits, {isc.get('splits', DASH)} splits, N={isc.get('n', DASH)})",
     ]
+    score = f"{isc['mean']:.4f} ± {isc['std']:.4f}" if isc else None
     rows = [[_model(metrics, "fid", "psnr_ssim", "diversity"), _value(metrics, "fid", fid.get("value")), _value(metrics, "psnr_ssim", pairs.get("psnr")),
-             _value(metrics, "psnr_ssim", pairs.get("ssim")), _value(metrics, "diversity", div.get("ms_ssim_within_label"))]]
+             _value(metrics, "psnr_ssim", pairs.get("ssim")), _value(metrics, "diversity", div.get("ms_ssim_within_label")),
+             _value(metrics, "inception_score", score)]]
     return caption, header, rows
 
 
@@ -203,20 +211,62 @@ def report_utility_table(result: dict) -> str:
     return note + "\n\n" + _markdown(header, rows) + "\n"
 
 
+def table9(metrics: dict) -> tuple[str, list[str], list[list]]:
+    per = metrics.get("per_pathology") or {}
+    caption = (f"Table 9: per pathology, on the FID features ({per.get('feature_extractor', DASH)}, {per.get('resolution', DASH)} px): "
+               f"generated vs real images positive for each label; labels with fewer than {per.get('min_n', DASH)} positives in either set show N only.")
+    header = ["Model", "label", "N gen", "N real", "FID", "KID mean", "precision", "recall", "density", "coverage"]
+    rows = []
+    for label, entry in (per.get("labels") or {}).items():
+        if entry.get("skipped"):
+            rows.append([_model(metrics, "per_pathology"), label, entry["n_generated"], entry["n_real"], f"skipped: {entry['skipped']}", None, None, None, None, None])
+            continue
+        prdc = entry.get("prdc") or {}
+        rows.append([_model(metrics, "per_pathology"), label, entry["n_generated"], entry["n_real"], _value(metrics, "per_pathology", entry["fid"]),
+                     _value(metrics, "per_pathology", _get(entry, "kid", "mean")), *[_value(metrics, "per_pathology", prdc.get(k)) for k in ("precision", "recall", "density", "coverage")]])
+    if not rows and _value(metrics, "per_pathology", None):
+        rows = [[metrics["model"], _value(metrics, "per_pathology", None), *[None] * (len(header) - 2)]]
+    return caption, header, rows
+
+
+AGREEMENT_PAIRS = (("image_vs_requested", "classifier on image vs requested labels"), ("report_vs_requested", "labeler on report vs requested labels"),
+                   ("image_vs_report", "classifier on image vs labeler on report"))
+
+
+def table10(metrics: dict) -> tuple[str, list[str], list[list]]:
+    agree = metrics.get("agreement") or {}
+    labels = agree.get("labels") or []
+    caption = (f"Table 10: agreement of generated image–report pairs (n={agree.get('n_pairs', DASH)}): classifier {agree.get('classifier', DASH)} "
+               f"({agree.get('image_call', DASH)}), labeler {agree.get('labeler', DASH)} on the report, requested labels "
+               f"({agree.get('report_and_request_labels', DASH)}); F1 symmetric, 95% bootstrap CI ({_get(agree, 'image_vs_report', 'n_bootstrap') or DASH} resamples).")
+    header = ["Model", "pair", "micro F1", "macro F1", "accuracy", *[f"F1 {label}" for label in labels]]
+    rows = [[metrics["model"], name, *[_ci(_get(agree, key, m), "value") if _get(agree, key, m, "value") is not None else DASH
+                                       for m in ("micro_f1", "macro_f1", "accuracy")],
+             *[_get(agree, key, "per_label", label, "f1") for label in labels]] for key, name in AGREEMENT_PAIRS if key in agree]
+    if not rows and _value(metrics, "agreement", None):
+        rows = [[metrics["model"], _value(metrics, "agreement", None), DASH, DASH, DASH]]
+        header = header[:5]
+    return caption, header, rows
+
+
 TABLES = (table1, table2, table3, table4, table5, table6)
+EXTRA_TABLES = ((9, table9), (10, table10))  # numbered after the utility tables 7 and 8
+
+
+def _write_table(number: int, build, metrics: dict, out: Path) -> str:
+    """Write ``table{number}.csv``; its markdown."""
+    caption, header, rows = build(metrics)
+    with open(out / f"table{number}.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows([[DASH if v is None else v for v in row] for row in rows])
+    return f"### {caption}\n\n" + _markdown(header, [[_fmt(v) for v in row] for row in rows] or [[DASH] * len(header)])
 
 
 def write_tables(metrics: dict, out: Path) -> Path:
-    """Write ``tables.md`` and ``table1.csv`` … ``table6.csv`` into ``out``, and the utility tables (7, 8) that ran into
-    ``tables.md`` and ``utility.md`` / ``report_utility.md``; returns the markdown path."""
-    parts = []
-    for number, build in enumerate(TABLES, 1):
-        caption, header, rows = build(metrics)
-        with open(out / f"table{number}.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows([[DASH if v is None else v for v in row] for row in rows])
-        parts.append(f"### {caption}\n\n" + _markdown(header, [[_fmt(v) for v in row] for row in rows] or [[DASH] * len(header)]))
+    """Write ``tables.md`` and ``table1.csv`` … ``table6.csv``, ``table9.csv``, ``table10.csv`` into ``out``, and the utility
+    tables (7, 8) that ran into ``tables.md`` and ``utility.md`` / ``report_utility.md``; returns the markdown path."""
+    parts = [_write_table(number, build, metrics, out) for number, build in enumerate(TABLES, 1)]
     for number, (key, build) in enumerate((("utility", utility_table), ("report_utility", report_utility_table)), len(TABLES) + 1):
         title = f"### Table {number}: downstream utility ({'images' if key == 'utility' else 'reports'})."
         reason = (metrics.get("skipped") or {}).get(key)
@@ -225,6 +275,7 @@ def write_tables(metrics: dict, out: Path) -> Path:
             parts.append(f"{title}\n\n{build(metrics[key])}".rstrip())
         elif reason and reason != "not in eval.metrics":
             parts.append(f"{title}\n\nskipped: {reason}")
+    parts += [_write_table(number, build, metrics, out) for number, build in EXTRA_TABLES]
     if metrics.get("privacy"):
         from cxr_irgen.eval.privacy import privacy_table
 
