@@ -113,7 +113,8 @@ def _device(cfg) -> torch.device:
 
 def vision_model_dir(checkpoint) -> Path:
     """The ``model/`` folder of a train-vision run (or the folder itself); a one-line error for anything else."""
-    from cxr_irgen.vision.model import BACKBONE_DIR, BACKBONE_WEIGHTS, MODEL_DIR
+    from cxr_irgen.vision.backbones import BACKBONE_WEIGHTS
+    from cxr_irgen.vision.model import BACKBONE_DIR, MODEL_DIR
 
     if not checkpoint:
         raise UserError("vision.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-vision`)")
@@ -232,7 +233,7 @@ def _load_vision(cfg, device):
 
 
 def _load_language(cfg, device):
-    from cxr_irgen.report_models.interface import load_report_generator
+    from cxr_irgen.report_models.factory import load_report_generator
 
     return load_report_generator(language_run_dir(cfg.language.checkpoint)).to(device)
 

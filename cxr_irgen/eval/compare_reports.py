@@ -247,7 +247,7 @@ def write_table(results: list[dict], protocol: dict, out: Path, show_paper: bool
 def run(cfg: DictConfig) -> Path:
     """Generate, score and tabulate; returns the run dir."""
     from cxr_irgen.eval.labeler import label_reports, labeler_kwargs, labeler_name
-    from cxr_irgen.report_models.interface import load_report_generator
+    from cxr_irgen.report_models.factory import load_report_generator
     from cxr_irgen.utils.rundir import run_dir
 
     entries = _entries(cfg.runs)

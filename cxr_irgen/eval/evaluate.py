@@ -421,12 +421,11 @@ def check(cfg) -> None:
         raise UserError(f"eval.metrics: unknown {sorted(unknown)}; choose from {', '.join(METRICS)}")
     load_generated(cfg.generated, cfg.get("generated_reports"), str(cfg.eval.text.report_column), str(cfg.eval.text.reference_column))
     if "report_utility" in cfg.eval.metrics:
-        from cxr_irgen.report_models.decoders import decoder_config
-        from cxr_irgen.report_models.encoders import model_config
+        from cxr_irgen.report_models.configs import report_model_config
 
         util = cfg.eval.report_utility
         try:
-            model_config("encoder", str(util.encoder)), decoder_config(str(util.decoder))
+            report_model_config("encoder", str(util.encoder)), report_model_config("decoder", str(util.decoder))
         except UserError as err:
             raise UserError(f"eval.report_utility.{err}") from None
     for key in ("eval.xrv_weights", "eval.fid.inception_weights"):

@@ -44,9 +44,9 @@ from cxr_irgen.data.datasets import ImageReportDataset, collate
 from cxr_irgen.data.labels import CHEXPERT_LABELS, POSITIVE
 from cxr_irgen.errors import UserError
 from cxr_irgen.report_models.auc_loss import AUCMarginLoss
+from cxr_irgen.report_models.configs import report_model_config
 from cxr_irgen.report_models.encoders import (
     ENCODER_FILE, ClassifierPairEncoder, ClipGridEncoder, ClusterClipEncoder, build_clip, build_encoder_from_config, clip_contrastive_loss,
-    model_config,
 )
 from cxr_irgen.report_models.fine_labels import FineLabels
 from cxr_irgen.report_models.train import config_args, report_pairs
@@ -280,7 +280,7 @@ def run(cfg: DictConfig) -> Path:
     loss = str(cfg.loss)
     if loss not in LOSSES:
         raise UserError(f"loss={loss!r}: use one of {', '.join(LOSSES)}")
-    encoder_cfg = model_config("encoder", str(cfg.encoder), {**config_args(cfg.get("encoder_args")), "frozen": False})
+    encoder_cfg = report_model_config("encoder", str(cfg.encoder), {**config_args(cfg.get("encoder_args")), "frozen": False})
     builder = str(encoder_cfg.get("builder"))
     if builder not in ("classifier_pair", "clip_grid", "cluster_clip"):
         raise UserError(f"encoder={cfg.encoder}: train-report-encoder pre-trains fve, cve or ccve; dve trains with its decoder (train-report-model)")

@@ -171,8 +171,9 @@ def run(cfg) -> Path:
 
     from cxr_irgen.data.adapters import load_sections, load_table
     from cxr_irgen.data.datasets import collate
-    from cxr_irgen.report_models.decoders import TokenDecoder
-    from cxr_irgen.report_models.interface import RUN_SUBDIR, load_report_generator
+    from cxr_irgen.report_models.decoder_base import TokenDecoder
+    from cxr_irgen.report_models.factory import load_report_generator
+    from cxr_irgen.report_models.interface import RUN_SUBDIR
     from cxr_irgen.report_models.model import EncoderDecoderGenerator
     from cxr_irgen.report_models.train import config_args, evaluate_heldout, loss_summary, report_pairs
     from cxr_irgen.report_models.vocabulary import BOS, EOS, PAD
