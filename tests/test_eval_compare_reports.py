@@ -56,8 +56,8 @@ def generate_runs(phantom_root, tmp_path_factory):
 def test_one_table_for_every_generator_on_the_same_images(phantom_root, saved_generators, generate_runs, tmp_path):
     from cxr_irgen.data.adapters import load_sections, load_table
     from cxr_irgen.data.labels import parse_labels
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1
+    from cxr_irgen.text.labeler import label_reports
 
     runs = (f"runs=[{{path: {saved_generators / 'dve-transformer'}, name: DVE+Transformer}},"
             f"{{path: {saved_generators / 'repair'}, name: RePaiR-2, decode: {{k: 2}}, paper: CXR-RePaiR-2}},"

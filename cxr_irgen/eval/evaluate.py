@@ -234,7 +234,7 @@ def _utility(cfg, images: pd.DataFrame, gen_labels: np.ndarray, labelled: np.nda
 def _report_utility(cfg, images: pd.DataFrame) -> dict | None:
     """Report generators trained on real / synthetic / real+synthetic image-report pairs, scored on real test images of ``data``."""
     from cxr_irgen.data.adapters import load_sections, load_table
-    from cxr_irgen.eval.labeler import labeler_kwargs, labeler_name
+    from cxr_irgen.text.labeler import labeler_kwargs, labeler_name
     from cxr_irgen.eval.report_utility import downstream_report_utility, real_pairs
 
     util = cfg.eval.report_utility
@@ -329,9 +329,9 @@ def _reference_texts(cfg, reports: pd.DataFrame, real_index: pd.DataFrame | None
 
 
 def _text_metrics(cfg, reports: pd.DataFrame, real_index: pd.DataFrame | None, results: dict) -> None:
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1
-    from cxr_irgen.eval.labeler import label_reports, labeler_kwargs, labeler_name
-    from cxr_irgen.eval.text_metrics import text_metrics
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1
+    from cxr_irgen.text.labeler import label_reports, labeler_kwargs, labeler_name
+    from cxr_irgen.text.text_metrics import text_metrics
 
     wanted = set(cfg.eval.metrics)
     labeler = labeler_kwargs(cfg.labeler)

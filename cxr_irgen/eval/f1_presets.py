@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from cxr_irgen.eval.chexpert_f1 import _scores, binarise
+from cxr_irgen.text.chexpert_f1 import _scores, binarise
 
 
 @dataclass(frozen=True)

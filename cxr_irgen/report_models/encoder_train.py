@@ -253,7 +253,7 @@ class Selection:
 
 
 def _targets(pairs: ImageReportDataset, table: pd.DataFrame, fine: FineLabels | None, clusters: bool) -> dict[str, torch.Tensor]:
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.labeler import label_reports
 
     extra: dict[str, torch.Tensor] = {}
     if fine is not None:

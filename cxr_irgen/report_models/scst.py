@@ -87,7 +87,7 @@ def scst_loss(logits_fn: LogitsFn, references: Sequence[str], decode: Callable[[
 class LabelerF1Reward:
     """Per-report F1 of the labeler's positive observations (14, No Finding included) against the reference's.
 
-    ``mapping`` is a :func:`cxr_irgen.eval.chexpert_f1.binarise` name; a pair with no positive on
+    ``mapping`` is a :func:`cxr_irgen.text.chexpert_f1.binarise` name; a pair with no positive on
     either side scores 1. Reference labels are cached, as they are the same every epoch.
     """
 
@@ -96,8 +96,8 @@ class LabelerF1Reward:
         self._reference_cache: dict[str, np.ndarray] = {}
 
     def _labels(self, texts: Sequence[str]) -> np.ndarray:
-        from cxr_irgen.eval.chexpert_f1 import binarise
-        from cxr_irgen.eval.labeler import label_reports
+        from cxr_irgen.text.chexpert_f1 import binarise
+        from cxr_irgen.text.labeler import label_reports
 
         return binarise(label_reports(list(texts), backend=self.backend), self.mapping)
 

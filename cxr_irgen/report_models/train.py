@@ -171,8 +171,8 @@ def evaluate_heldout(generator: EncoderDecoderGenerator, pairs: ImageReportDatas
     """Reports for up to ``max_reports`` held-out images: ``reports.csv`` and BLEU/ROUGE-L/CIDEr-D + CheXpert F1 (rules labeler)."""
     from torch.utils.data import Subset
 
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1_reports
-    from cxr_irgen.eval.text_metrics import text_metrics
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1_reports
+    from cxr_irgen.text.text_metrics import text_metrics
 
     subset = Subset(pairs, range(min(len(pairs), int(eval_cfg.max_reports))))
     rows = []

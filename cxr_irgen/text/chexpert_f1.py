@@ -86,7 +86,7 @@ def chexpert_f1(generated: np.ndarray, reference: np.ndarray, n_bootstrap: int =
 
 def chexpert_f1_reports(generated: Sequence[str], references: Sequence[str], labeler_kwargs: dict | None = None, **kwargs) -> dict:
     """Label generated and reference reports with the same labeler, then :func:`chexpert_f1`."""
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.labeler import label_reports
 
     labeler_kwargs = labeler_kwargs or {}
     return chexpert_f1(label_reports(list(generated), **labeler_kwargs), label_reports(list(references), **labeler_kwargs), **kwargs)
