@@ -136,7 +136,7 @@ def _reference_child(args) -> None:
             torch.cuda.synchronize()
 
     times, batches = [], iter(())
-    for i in range(args.warmup + args.steps):
+    for _ in range(args.warmup + args.steps):
         ids = next(batches, None)
         if ids is None:
             batches = iter(loader)

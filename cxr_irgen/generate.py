@@ -269,10 +269,9 @@ def _decoding(generator, cfg, seed: int) -> dict | None:
 
 
 def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
-    from cxr_irgen.utils.progress import progress_bar
-
     from cxr_irgen.data.imageio import read_image
     from cxr_irgen.text.labeler import label_reports
+    from cxr_irgen.utils.progress import progress_bar
     from cxr_irgen.vision.pipeline import save_images
 
     device = _device(cfg)
@@ -320,10 +319,9 @@ def readable_images(batch: list[dict], size: int, skip_bad: bool, pairs_dir: Pat
 
 
 def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
-    from cxr_irgen.utils.progress import progress_bar
-
-    from cxr_irgen.text.labeler import label_reports
     from cxr_irgen.gallery import write_thumbnail
+    from cxr_irgen.text.labeler import label_reports
+    from cxr_irgen.utils.progress import progress_bar
 
     generator = _load_language(cfg, _device(cfg))
     for batch in progress_bar(list(_batches(items, int(cfg.batch_size))), desc="reports", disable=not show_progress):

@@ -9,10 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.report_models import (
-    build_report_decoder, build_report_encoder, create_report_model, list_report_decoders, list_report_encoders,
-    list_report_models, load_report_generator,
-)
+from cxr_irgen.report_models import build_report_decoder, build_report_encoder, create_report_model, list_report_decoders, list_report_encoders, list_report_models, load_report_generator
 from cxr_irgen.report_models.configs import report_model_config
 from cxr_irgen.report_models.vocabulary import Vocabulary
 from cxr_irgen.vision import build_vision_model, list_vision_models

@@ -10,9 +10,7 @@ from safetensors.torch import save_file
 
 from cxr_irgen.errors import UserError
 from cxr_irgen.report_models.configs import report_model_config
-from cxr_irgen.report_models.encoders import (
-    BACKBONE_FILES, ENCODER_FILE, backbone_state, build_report_encoder, build_timm, encoder_weights_path,
-)
+from cxr_irgen.report_models.encoders import BACKBONE_FILES, ENCODER_FILE, backbone_state, build_report_encoder, build_timm, encoder_weights_path
 from cxr_irgen.report_models.weights import load_strict, read_weights, resolve_weights
 
 

@@ -107,11 +107,11 @@ def test_fine_grained_labels_are_deterministic_on_real_iu_xray_reports(tmp_path)
 
 def test_the_cxr_irgen_language_module_is_a_report_generator(phantom_root, tmp_path):
     import torch
+    from test_language_prior import TINY_BART
 
     from cxr_irgen.language.generate import LanguageChain
     from cxr_irgen.report_models.factory import load_report_generator
     from cxr_irgen.report_models.language_adapter import CxrIrgenReportGenerator
-    from test_language_prior import TINY_BART
 
     common = [f"data.root={phantom_root}", "data.image_size=64", *TINY_BART, "trainer=cpu-tiny", "trainer.max_steps=2",
               "trainer.batch_size=8", "evaluation.max_reports=0"]

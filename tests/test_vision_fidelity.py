@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from cxr_irgen.cli import run_command

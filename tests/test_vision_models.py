@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from cxr_irgen.data.labels import parse_labels
 from cxr_irgen.errors import UserError
@@ -17,7 +18,6 @@ from cxr_irgen.vision.encoders import build_clip_image_encoder, build_text_encod
 from cxr_irgen.vision.model import build_encoders, build_trainable, vision_model_config
 from cxr_irgen.vision.pipeline import VisionPipeline, save_images
 from cxr_irgen.vision.uvit import UViT
-from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
 def test_tokenizer_matches_open_clip():

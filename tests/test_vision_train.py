@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from cxr_irgen.cli import run_command

@@ -161,8 +161,8 @@ def _reports(generator, image_paths: list[str], batch_size: int, seed: int, deco
 
 def label_scores(generated: list[str], reference_labels: np.ndarray, labeler: dict, n_bootstrap: int, seed: int) -> dict:
     """CheXpert F1 (both mappings, CIs) and every paper's F1 preset of the generated reports' labels vs (N, 14) reference labels."""
-    from cxr_irgen.text.chexpert_f1 import chexpert_f1
     from cxr_irgen.eval.f1_presets import all_presets
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1
     from cxr_irgen.text.labeler import label_reports
 
     labels = label_reports(generated, **labeler)
@@ -246,8 +246,8 @@ def write_table(results: list[dict], protocol: dict, out: Path, show_paper: bool
 
 def run(cfg: DictConfig) -> Path:
     """Generate, score and tabulate; returns the run dir."""
-    from cxr_irgen.text.labeler import label_reports, labeler_kwargs, labeler_name
     from cxr_irgen.report_models.factory import load_report_generator
+    from cxr_irgen.text.labeler import label_reports, labeler_kwargs, labeler_name
     from cxr_irgen.utils.rundir import run_dir
 
     entries = _entries(cfg.runs)

@@ -234,8 +234,8 @@ def _utility(cfg, images: pd.DataFrame, gen_labels: np.ndarray, labelled: np.nda
 def _report_utility(cfg, images: pd.DataFrame) -> dict | None:
     """Report generators trained on real / synthetic / real+synthetic image-report pairs, scored on real test images of ``data``."""
     from cxr_irgen.data.adapters import load_sections, load_table
-    from cxr_irgen.text.labeler import labeler_kwargs, labeler_name
     from cxr_irgen.eval.report_utility import downstream_report_utility, real_pairs
+    from cxr_irgen.text.labeler import labeler_kwargs, labeler_name
 
     util = cfg.eval.report_utility
     with_report = images[images["report"].fillna("").str.strip() != ""]

@@ -138,9 +138,8 @@ def generate_reports_for_folder(
 
     ``decode_kwargs`` go to :meth:`LanguageChain.__call__` (num_beams, do_sample, top_p, max_length).
     """
-    from cxr_irgen.utils.progress import progress_bar
-
     from cxr_irgen.data.imageio import read_image
+    from cxr_irgen.utils.progress import progress_bar
 
     files = list_images(folder)
     size = generator.representation.image_size

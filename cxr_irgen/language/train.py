@@ -160,9 +160,9 @@ def _chunks(items: list, size: int):
 def encode_pairs(pairs, representation, autoencoder: ReportAutoencoder, batch_size: int, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over an ``ImageReportDataset``: frozen prior inputs (N, *shape) and target embeddings (N, d)."""
     from torch.utils.data import DataLoader
-    from cxr_irgen.utils.progress import progress_bar
 
     from cxr_irgen.data.datasets import collate
+    from cxr_irgen.utils.progress import progress_bar
 
     inputs, targets = [], []
     with torch.no_grad():

@@ -30,9 +30,7 @@ from cxr_irgen.errors import UserError
 from cxr_irgen.report_models import r2gen, r2gencmn  # noqa: F401  (they register "r2gen" and "r2gencmn")
 from cxr_irgen.report_models.beam_search import BeamSettings, beam_search
 from cxr_irgen.report_models.configs import report_model_config
-from cxr_irgen.report_models.decoder_base import (
-    DECODER_BUILDERS, TokenDecoder, WordEmbedding, causal_mask, next_word_loss, register_report_decoder,
-)
+from cxr_irgen.report_models.decoder_base import DECODER_BUILDERS, TokenDecoder, WordEmbedding, causal_mask, next_word_loss, register_report_decoder
 from cxr_irgen.report_models.vocabulary import BOS, EOS, PAD
 from cxr_irgen.utils.registry import config_names
 

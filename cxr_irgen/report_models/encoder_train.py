@@ -45,9 +45,7 @@ from cxr_irgen.data.labels import CHEXPERT_LABELS, POSITIVE
 from cxr_irgen.errors import UserError
 from cxr_irgen.report_models.auc_loss import AUCMarginLoss
 from cxr_irgen.report_models.configs import report_model_config
-from cxr_irgen.report_models.encoders import (
-    ENCODER_FILE, ClassifierPairEncoder, ClipGridEncoder, ClusterClipEncoder, build_clip, build_encoder_from_config, clip_contrastive_loss,
-)
+from cxr_irgen.report_models.encoders import ENCODER_FILE, ClassifierPairEncoder, ClipGridEncoder, ClusterClipEncoder, build_clip, build_encoder_from_config, clip_contrastive_loss
 from cxr_irgen.report_models.fine_labels import FineLabels
 from cxr_irgen.report_models.train import config_args, report_pairs
 from cxr_irgen.report_models.weights import load_strict

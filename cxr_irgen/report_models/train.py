@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxr_irgen.data.datasets import ImageReportDataset, StudyReportDataset, collate
 from cxr_irgen.errors import UserError
-from cxr_irgen.report_models.interface import RUN_SUBDIR
 from cxr_irgen.report_models.configs import report_model_config
+from cxr_irgen.report_models.interface import RUN_SUBDIR
 from cxr_irgen.report_models.model import EncoderDecoderGenerator, ReportModel, build_report_model, study_tokens
 from cxr_irgen.report_models.vocabulary import VOCABULARY_FILE, Vocabulary
 from cxr_irgen.utils.rundir import run_dir

@@ -281,7 +281,7 @@ def _pre_scope(clause: str, start: int) -> str:
     """The clause text before a mention, from the last scope stopper on."""
     before = clause[:start]
     last = None
-    for last in PATTERNS.stoppers.finditer(before):
+    for last in PATTERNS.stoppers.finditer(before):  # noqa: B007  (the last match is what is kept)
         pass
     return before[last.end():] if last else before
 

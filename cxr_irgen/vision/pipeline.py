@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cxr_irgen.utils.progress import progress_bar
 
 from cxr_irgen.data.labels import format_labels, labels_to_prompt
 from cxr_irgen.errors import UserError
-from cxr_irgen.vision.conditioning import guidance_warning
+from cxr_irgen.utils.progress import progress_bar
 from cxr_irgen.vision.backbones import BACKBONE_WEIGHTS
+from cxr_irgen.vision.conditioning import guidance_warning
 from cxr_irgen.vision.model import BACKBONE_DIR, MODEL_DIR, FrozenEncoders, VisionModel, load_vision_model
 from cxr_irgen.vision.schedules import PREDICTION_TYPES, prediction_type_of, scheduler_kwargs
 
