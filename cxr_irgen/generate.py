@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -23,13 +22,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxr_irgen.data.imageio import IMAGE_SUFFIXES
 from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels, labels_from_row, parse_labels
 from cxr_irgen.errors import UserError
 from cxr_irgen.gallery import write_gallery
+from cxr_irgen.utils.device import resolve_device
+from cxr_irgen.utils.files import write_text_atomic
 from cxr_irgen.utils.rundir import run_dir, saved_config
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
 MODES = ("pairs", "images", "reports")
 
 
@@ -95,20 +96,12 @@ def plan_pairs(vectors: list[np.ndarray], n: int, seed: int) -> list[dict]:
 
 
 def _write_json(row: dict, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(row, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(row, indent=1))
 
 
 def _batches(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _device(cfg) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
 
 
 def vision_model_dir(checkpoint) -> Path:
@@ -274,7 +267,7 @@ def _generate_pairs(cfg, items: list[dict], pairs_dir: Path, show_progress: bool
     from cxr_irgen.utils.progress import progress_bar
     from cxr_irgen.vision.pipeline import save_images
 
-    device = _device(cfg)
+    device = resolve_device(cfg.device)
     pool = reference_pool(cfg)
     pipe = _load_vision(cfg, device)
     generator = _load_language(cfg, device) if cfg.mode == "pairs" else None
@@ -323,7 +316,7 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
     from cxr_irgen.text.labeler import label_reports
     from cxr_irgen.utils.progress import progress_bar
 
-    generator = _load_language(cfg, _device(cfg))
+    generator = _load_language(cfg, resolve_device(cfg.device))
     for batch in progress_bar(list(_batches(items, int(cfg.batch_size))), desc="reports", disable=not show_progress):
         batch, images = readable_images(batch, generator.image_size, bool(cfg.data.get("skip_bad")), pairs_dir)
         if not batch:
@@ -390,7 +383,7 @@ def run(cfg) -> None:
     from accelerate import PartialState
 
     check(cfg)
-    state = PartialState(cpu=_device(cfg).type == "cpu")  # without cpu=True, CPU processes under torchrun would not shard
+    state = PartialState(cpu=resolve_device(cfg.device).type == "cpu")  # without cpu=True, CPU processes under torchrun would not shard
     out = run_dir(cfg)
     pairs_dir = out / "pairs"
     pairs_dir.mkdir(parents=True, exist_ok=True)

@@ -141,3 +141,13 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "mod.py"
     source.write_text("def f():\n    from cxr_irgen.cli import main\n")
     assert imported("cxr_irgen.data.mod", source, {"cxr_irgen.cli", "cxr_irgen.data.mod"}) == {"cxr_irgen.cli"}
+
+
+def test_no_private_names_imported_across_modules():
+    """``from cxr_irgen.x import _name`` means ``_name`` is not private: make it public or keep it in its module."""
+    found = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+                found += [f"{name} imports {node.module}.{alias.name}" for alias in node.names if alias.name.startswith("_") and alias.name != "__version__"]
+    assert not found, "private names imported:\n" + "\n".join(found)

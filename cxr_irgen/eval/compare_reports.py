@@ -35,7 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cxr_irgen.data.labels import format_labels
 from cxr_irgen.errors import UserError
-from cxr_irgen.eval.tables import DASH, _fmt
+from cxr_irgen.eval.tables import DASH, format_cell
+from cxr_irgen.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def generated_rows(results: list[dict], sets: list[dict], show_paper: bool) -> l
 
 def _markdown(caption: str, header: list[str], rows: list[list]) -> list[str]:
     lines = [f"### {caption}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(_fmt(v, 3) for v in row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(format_cell(v, 3) for v in row) + " |" for row in rows]
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -255,7 +256,7 @@ def run(cfg: DictConfig) -> Path:
     pairs = comparison_pairs(cfg)
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if str(cfg.device) == "auto" and torch.cuda.is_available() else ("cpu" if str(cfg.device) == "auto" else str(cfg.device)))
+    device = resolve_device(cfg.device)
     labeler = labeler_kwargs(cfg.labeler)
     references = pairs["reference"].tolist()
     reference_labels = label_reports(references, **labeler)

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_irgen.data.imageio import IMAGE_SUFFIXES
 from cxr_irgen.data.labels import parse_labels, prompt_to_labels
 from cxr_irgen.errors import UserError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 COLUMNS = ("image", "labels", "report", "reference", "study_id")
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from cxr_irgen.data.imageio import IMAGE_SUFFIXES
 from cxr_irgen.errors import UserError
 from cxr_irgen.language.autoencoder import ReportAutoencoder
 from cxr_irgen.language.prior import PRIOR_FILE, PriorViT
@@ -27,7 +28,6 @@ from cxr_irgen.language.representation import ImageRepresentation, build_image_r
 from cxr_irgen.vision.loading import freeze
 
 GENERATOR_FILE = "generator.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff", ".bmp")
 
 
 def write_generator_config(prior_dir: Path, autoencoder_dir: Path, prior_cfg) -> Path:

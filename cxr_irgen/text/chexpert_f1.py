@@ -36,7 +36,7 @@ def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarra
     return np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=np.float64), where=denominator > 0)
 
 
-def _scores(weights: np.ndarray, hits: np.ndarray, false_pos: np.ndarray, misses: np.ndarray) -> dict[str, np.ndarray]:
+def weighted_f1_scores(weights: np.ndarray, hits: np.ndarray, false_pos: np.ndarray, misses: np.ndarray) -> dict[str, np.ndarray]:
     """Micro/macro F1 over each subset for every row of ``weights`` (B, N): how often each report is drawn."""
     tp, fp, fn = weights @ hits, weights @ false_pos, weights @ misses  # (B, 14)
     out = {}
@@ -63,7 +63,7 @@ def chexpert_f1(generated: np.ndarray, reference: np.ndarray, n_bootstrap: int =
     for mapping in MAPPINGS:
         g, r = binarise(generated, mapping).astype(np.float64), binarise(reference, mapping).astype(np.float64)
         hits, false_pos, misses = g * r, g * (1 - r), (1 - g) * r
-        point = _scores(np.ones((1, n)), hits, false_pos, misses)
+        point = weighted_f1_scores(np.ones((1, n)), hits, false_pos, misses)
         rng = np.random.default_rng(seed)
         draws: dict[str, list[np.ndarray]] = {k: [] for k in point}
         for start in range(0, n_bootstrap, chunk):
@@ -71,7 +71,7 @@ def chexpert_f1(generated: np.ndarray, reference: np.ndarray, n_bootstrap: int =
             picks = rng.integers(0, n, size=(size, n))
             weights = np.zeros((size, n))
             np.add.at(weights, (np.repeat(np.arange(size), n), picks.ravel()), 1.0)
-            for k, v in _scores(weights, hits, false_pos, misses).items():
+            for k, v in weighted_f1_scores(weights, hits, false_pos, misses).items():
                 draws[k].append(v)
         block = {}
         for k, v in point.items():
