@@ -114,3 +114,23 @@ def test_the_old_name_of_the_language_kind_still_loads(tmp_path):
 
     assert REPORT_GENERATORS.get("cxr-irgen") is REPORT_GENERATORS.get("cxr-irgen-language") is CxrIrgenReportGenerator
     assert "cxr-irgen" not in list_report_models()
+
+
+def unknown_report_generator(tmp_path):
+    (tmp_path / "report_generator.json").write_text(json.dumps({"kind": "no-such-kind"}))
+    return load_report_generator(tmp_path)
+
+
+UNKNOWN = {
+    "vision model": (lambda tmp_path: build_vision_model("no-such-model"), "unet-tiny"),
+    "report encoder": (lambda tmp_path: build_report_encoder("no-such-encoder"), "resnet-tiny"),
+    "report decoder": (lambda tmp_path: build_report_decoder("no-such-decoder", vocab_size=20, max_positions=10), "transformer-tiny"),
+    "report generator": (unknown_report_generator, "encoder-decoder"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(UNKNOWN))
+def test_an_unknown_name_is_a_user_error_naming_the_known_ones(family, tmp_path):
+    build, known = UNKNOWN[family]
+    with pytest.raises(UserError, match=f"no-such-.*{known}"):
+        build(tmp_path)
