@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from cxr_irgen.report_models.encoders import ENCODER_FILE, ClassifierPairEncoder
 from cxr_irgen.report_models.fine_labels import FineLabels
 from cxr_irgen.report_models.train import config_args, report_pairs
 from cxr_irgen.report_models.weights import load_strict
+from cxr_irgen.utils.files import replace_dir
 from cxr_irgen.utils.rundir import run_dir
 from cxr_irgen.utils.training import make_accelerator, train
 
@@ -245,9 +245,7 @@ class Selection:
         save_file(self.weights, str(partial / ENCODER_FILE))
         state = {"parts": self.parts, "patience": self.patience, "history": self.history, "best": self.best, "stale": self.stale, "stopped": self.stopped}
         (partial / "state.json").write_text(json.dumps(state, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
-        return final
+        return replace_dir(partial, final)
 
 
 def _targets(pairs: ImageReportDataset, table: pd.DataFrame, fine: FineLabels | None, clusters: bool) -> dict[str, torch.Tensor]:

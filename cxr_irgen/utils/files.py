@@ -3,11 +3,13 @@
     with atomic_path(out / "pairs.json") as tmp:
         tmp.write_text(text)                    # or frame.to_parquet(tmp), image.save(tmp, format="PNG")
     write_text_atomic(out / "manifest.json", text)
+    replace_dir(out / "best.partial", out / "best")   # a folder written in full, swapped in for the old one
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -31,3 +33,10 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def replace_dir(partial: str | Path, final: str | Path) -> Path:
+    """Swap the finished folder ``partial`` in as ``final`` (an old ``final`` is removed first); returns ``final``."""
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+    return Path(final)
