@@ -18,7 +18,6 @@ subject folders. Usage: ``python benchmarks/data_index.py [--out DIR] [--scale 1
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import re

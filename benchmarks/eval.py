@@ -33,7 +33,7 @@ import torch
 
 def bench_labeler(limit: int = 0) -> dict:
     from cxr_irgen.data.iu_xray import load_iu_reports
-    from cxr_irgen.eval import labeler
+    from cxr_irgen.text import labeler
 
     reports = load_iu_reports()
     texts = [t for t in (reports["findings"] + " " + reports["impression"]).str.strip() if t][: limit or None]

@@ -85,7 +85,7 @@ def report_f1(prior_run: Path) -> float:
     """CheXpert F1 (rules labeler, micro 14, positive only) of the prior run's held-out reports vs their own reports."""
     import pandas as pd
 
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1_reports
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1_reports
 
     frame = pd.read_csv(prior_run / "reports.csv", keep_default_na=False)
     return chexpert_f1_reports(frame["generated"].tolist(), frame["reference"].tolist(), n_bootstrap=0)["positive_only"]["micro_14"]["value"]

@@ -25,7 +25,7 @@ def main() -> None:
     from diffusers import StableDiffusionPipeline
 
     from cxr_irgen.data.labels import labels_to_prompt, parse_labels
-    from cxr_irgen.vision.model import build_encoders, build_vision_model, model_config
+    from cxr_irgen.vision.model import build_encoders, build_trainable, vision_model_config
     from cxr_irgen.vision.pipeline import VisionPipeline, build_sampler
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,12 +44,12 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype, torch.float16 if device.type == "cuda" else torch.float32)
 
-    cfg = model_config(args.model)
+    cfg = vision_model_config(args.model)
     cfg.conditioning.mode = "text"
     if cfg.vae.kind != "sd":
         cfg.vae = OmegaConf.create(TINY_VAE)
     encoders = build_encoders(cfg)
-    model = build_vision_model(cfg, encoders).to(device, dtype)
+    model = build_trainable(cfg, encoders).to(device, dtype)
     encoders.to(device, dtype)
     ours = VisionPipeline(encoders, model, cfg.noise_schedule, cfg.image_size, device=device)
     labels = [parse_labels("Cardiomegaly=1, Edema=0")] * args.batch

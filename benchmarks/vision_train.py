@@ -82,12 +82,12 @@ def _reference_child(args) -> None:
     import torch
     import torch.nn.functional as F
 
-    from cxr_irgen.vision.model import build_encoders, build_noise_scheduler, build_vision_model, model_config
+    from cxr_irgen.vision.model import build_encoders, build_noise_scheduler, build_trainable, vision_model_config
 
     device = torch.device(args.device)
-    cfg = model_config(args.model, [f"image_size={args.image_size}"] if args.image_size else [])
+    cfg = vision_model_config(args.model, [f"image_size={args.image_size}"] if args.image_size else [])
     encoders = build_encoders(cfg)
-    model = build_vision_model(cfg, encoders).to(device).train() if args.reference_part != "encoders" else None
+    model = build_trainable(cfg, encoders).to(device).train() if args.reference_part != "encoders" else None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision, torch.float32)
     encoders.to(device, dtype)
     noise_scheduler = build_noise_scheduler(cfg)
@@ -136,7 +136,7 @@ def _reference_child(args) -> None:
             torch.cuda.synchronize()
 
     times, batches = [], iter(())
-    for i in range(args.warmup + args.steps):
+    for _ in range(args.warmup + args.steps):
         ids = next(batches, None)
         if ids is None:
             batches = iter(loader)

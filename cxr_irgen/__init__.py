@@ -49,7 +49,7 @@ register_resolver()  # ${weights_path:...} in configs/ resolves wherever the con
 _EXPORTS = {
     "PairPipeline": "pipeline", "PairPipelineOutput": "pipeline",
     "CHEXPERT_LABELS": "data.labels", "parse_labels": "data.labels", "labels_to_prompt": "data.labels", "prompt_to_labels": "data.labels",
-    "label_reports": "eval.labeler",
+    "label_reports": "text.labeler",
     "load_report_generator": "report_models", "list_report_models": "report_models", "create_report_model": "report_models",
     "list_vision_models": "vision", "build_vision_model": "vision",
     "evaluate_images": "eval", "evaluate_reports": "eval", "evaluate_pairs": "eval",

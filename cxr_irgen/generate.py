@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -24,14 +23,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxr_irgen.data.imageio import IMAGE_SUFFIXES
 from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels, label_problems, labels_from_row, parse_labels
 from cxr_irgen.errors import UserError
 from cxr_irgen.gallery import write_gallery
-from cxr_irgen.pipeline import decoding_record, language_run_dir, reference_pool as resolve_reference_pool, resolve_device, write_reports
+from cxr_irgen.pipeline import decoding_record, language_run_dir, write_reports
+from cxr_irgen.pipeline import reference_pool as resolve_reference_pool
+from cxr_irgen.utils.device import resolve_device
+from cxr_irgen.utils.files import write_text_atomic
 from cxr_irgen.utils.rundir import run_dir, saved_config
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
 MODES = ("pairs", "images", "reports")
 
 
@@ -76,9 +78,7 @@ def plan_pairs(vectors: list[np.ndarray], n: int, seed: int) -> list[dict]:
 
 
 def _write_json(row: dict, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(row, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(row, indent=1))
 
 
 def _batches(items: list, size: int):
@@ -132,9 +132,8 @@ def _sidecar(record: dict, item: dict, checkpoint) -> dict:
 
 
 def _generate_pairs(cfg, pool: dict | None, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
-    from cxr_irgen.utils.progress import progress_bar
-
     from cxr_irgen.pipeline import PairPipeline
+    from cxr_irgen.utils.progress import progress_bar
     from cxr_irgen.vision.pipeline import save_images
 
     language = language_run_dir(cfg.language.checkpoint) if cfg.mode == "pairs" else None
@@ -166,12 +165,10 @@ def readable_images(batch: list[dict], size: int, skip_bad: bool, pairs_dir: Pat
 
 
 def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool) -> None:
-    from cxr_irgen.utils.progress import progress_bar
-
-    from cxr_irgen.eval.labeler import label_reports
     from cxr_irgen.gallery import write_thumbnail
-
-    from cxr_irgen.report_models.interface import load_report_generator
+    from cxr_irgen.report_models import load_report_generator
+    from cxr_irgen.text.labeler import label_reports
+    from cxr_irgen.utils.progress import progress_bar
 
     generator = load_report_generator(language_run_dir(cfg.language.checkpoint)).to(resolve_device(cfg.device))
     for batch in progress_bar(list(_batches(items, int(cfg.batch_size))), desc="reports", disable=not show_progress):

@@ -23,19 +23,14 @@ import torch
 
 from cxr_irgen.data.labels import format_labels, label_vectors
 from cxr_irgen.errors import UserError
+from cxr_irgen.utils.device import resolve_device
 from cxr_irgen.utils.rundir import saved_config
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def vision_model_dir(checkpoint) -> Path:
     """The ``model/`` folder of a train-vision run (or the folder itself); a one-line error for anything else."""
-    from cxr_irgen.vision.model import BACKBONE_DIR, BACKBONE_WEIGHTS, MODEL_DIR
+    from cxr_irgen.vision.backbones import BACKBONE_WEIGHTS
+    from cxr_irgen.vision.model import BACKBONE_DIR, MODEL_DIR
 
     if not checkpoint:
         raise UserError("vision.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-vision`)")
@@ -252,7 +247,7 @@ class PairPipeline:
         """
         from cxr_irgen.data.imageio import read_image
         from cxr_irgen.data.labels import labels_to_prompt
-        from cxr_irgen.eval.labeler import label_reports
+        from cxr_irgen.text.labeler import label_reports
         from cxr_irgen.vision.pipeline import to_pil
 
         vectors, seeds = plan(labels, n, seeds)

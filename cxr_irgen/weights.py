@@ -17,13 +17,13 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from cxr_irgen.errors import UserError
+from cxr_irgen.utils.files import write_text_atomic
 
 MANIFEST = "manifest.json"
 RESOLVER = "weights_path"
@@ -152,9 +152,7 @@ def read_manifest(root: Path) -> list[dict]:
 def write_manifest(root: Path, entries: list[dict]) -> None:
     """Atomically write ``manifest.json`` (entries sorted by file)."""
     path = Path(root) / MANIFEST
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"format": 1, "files": sorted(entries, key=lambda e: e["file"])}, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"format": 1, "files": sorted(entries, key=lambda e: e["file"])}, indent=1))
 
 
 def _file_problems(root: Path, entry: dict, hashes: bool) -> list[str]:

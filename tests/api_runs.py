@@ -19,8 +19,3 @@ def tiny_pair_runs(phantom_root: Path, out: Path) -> dict[str, Path]:
                                    f"hydra.run.dir={out / 'prior'}"])
     return {"vision": out / "vision", "prior": out / "prior"}
 
-
-# Names cxr_irgen/__init__.py exports whose code comes from other branches (report_models/vision registries: wt-struct;
-# evaluate_*: wt-eval). Tests skip what needs one of them while it is missing; the coordinator deletes this at merge.
-FROM_OTHER_BRANCHES = {"list_report_models", "create_report_model", "list_vision_models", "build_vision_model",
-                       "evaluate_images", "evaluate_reports", "evaluate_pairs"}

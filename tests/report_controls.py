@@ -44,7 +44,7 @@ def heldout(root: Path, text: str, one_per_study: bool) -> tuple[torch.Tensor, n
 
 def assert_beats_controls(reports: list[str], truth: np.ndarray, most_frequent: str, min_reports: int = 50, margin: float = 0.05) -> None:
     """Labeler F1 of ``reports`` beats the most frequent report and the mean of 5 shufflings by ``margin``."""
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.labeler import label_reports
 
     labels = label_reports(reports)
     ours = positive_f1(labels, truth)

@@ -37,7 +37,7 @@ def inputs(run, phantoms, classifier):  # noqa: F811
     """What the CLI read, built by hand: generated paths / labels of their free-text prompts, the real train PA/AP images
     with their labels."""
     from cxr_irgen.data.mimic import load_index
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.labeler import label_reports
 
     folder = run[1]
     table = pd.read_csv(folder / "prompts.csv")

@@ -48,7 +48,7 @@ def test_fid_refuses_non_psd_covariances_and_nan_features():
 
 
 def test_text_metrics_refuse_empty_and_mismatched_lists():
-    from cxr_irgen.eval.text_metrics import bleu, cider_d, rouge_l_coco, rouge_l_stemmed, text_metrics
+    from cxr_irgen.text.text_metrics import bleu, cider_d, rouge_l_coco, rouge_l_stemmed, text_metrics
 
     with pytest.raises(ValueError, match="no reports to score"):
         text_metrics([], [])
@@ -63,7 +63,7 @@ def test_text_metrics_refuse_empty_and_mismatched_lists():
 
 
 def test_chexpert_f1_of_no_reports_is_an_error():
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1
 
     with pytest.raises(ValueError, match="0 reports is undefined"):
         chexpert_f1(np.zeros((0, 14)), np.zeros((0, 14)))

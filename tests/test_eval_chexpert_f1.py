@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from cxr_irgen.data.labels import LABEL_INDEX, TOP5_LABELS
-from cxr_irgen.eval.chexpert_f1 import chexpert_f1, chexpert_f1_reports
+from cxr_irgen.text.chexpert_f1 import chexpert_f1, chexpert_f1_reports
 
 
 def _random_labels(rng, n):

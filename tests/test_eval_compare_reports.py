@@ -21,7 +21,7 @@ from cxr_irgen.cli import run_command
 
 @pytest.fixture(scope="module")
 def saved_generators(tmp_path_factory):
-    from cxr_irgen.report_models.encoders import model_config
+    from cxr_irgen.report_models.configs import report_model_config
     from cxr_irgen.report_models.model import EncoderDecoderGenerator, build_report_model
     from cxr_irgen.report_models.repair import RepairGenerator, RetrievalClip
     from cxr_irgen.report_models.retrieval import CorpusIndex
@@ -32,7 +32,7 @@ def saved_generators(tmp_path_factory):
     vocab = Vocabulary.build(["the heart is enlarged .", "no pleural effusion .", "the lungs are clear ."], min_count=1, max_words=20)
     model = build_report_model("dve-tiny", "transformer-tiny", vocab)
     EncoderDecoderGenerator(model, vocab, {"num_beams": 1, "max_length": 12}).save_pretrained(root / "dve-transformer")
-    clip_cfg = OmegaConf.to_container(model_config("clip", "vit-tiny"))
+    clip_cfg = OmegaConf.to_container(report_model_config("clip", "vit-tiny"))
     clip_cfg.pop("pretrained")
     clip = RetrievalClip(clip_cfg, int(clip_cfg.pop("image_size")))
     index = CorpusIndex.build(["No acute process.", "Cardiomegaly. Small left effusion.", "Right lower lobe pneumonia."], clip.embed_texts)
@@ -56,8 +56,8 @@ def generate_runs(phantom_root, tmp_path_factory):
 def test_one_table_for_every_generator_on_the_same_images(phantom_root, saved_generators, generate_runs, tmp_path):
     from cxr_irgen.data.adapters import load_sections, load_table
     from cxr_irgen.data.labels import parse_labels
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1
+    from cxr_irgen.text.labeler import label_reports
 
     runs = (f"runs=[{{path: {saved_generators / 'dve-transformer'}, name: DVE+Transformer}},"
             f"{{path: {saved_generators / 'repair'}, name: RePaiR-2, decode: {{k: 2}}, paper: CXR-RePaiR-2}},"

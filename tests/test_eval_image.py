@@ -8,16 +8,7 @@ import torch
 from eval_threads import one_thread  # noqa: F401  (fixture)
 
 from cxr_irgen.eval.features import XRVFeatures, xrv_densenet, xrv_preprocess
-from cxr_irgen.eval.image_metrics import (
-    fid_from_features,
-    frechet_distance,
-    ms_ssim,
-    ms_ssim_scales,
-    pair_by_label,
-    psnr,
-    ssim,
-    within_label_pairs,
-)
+from cxr_irgen.eval.image_metrics import fid_from_features, frechet_distance, ms_ssim, ms_ssim_scales, pair_by_label, psnr, ssim, within_label_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,7 @@ import torch
 
 from cxr_irgen.cli import run_command
 from cxr_irgen.data.labels import CHEXPERT_LABELS, LABEL_INDEX, parse_labels
-from cxr_irgen.eval.labeler import label_report, label_reports
+from cxr_irgen.text.labeler import label_report, label_reports
 
 CASES = [
     # negation scope: a list after "no" / "no evidence of" is negated as a whole
@@ -119,7 +119,7 @@ def _tiny_chexbert(tmp_path, force_class: int):
     """A tiny random BERT saved like CheXbert's release; head biases force class ``force_class`` (No Finding: positive)."""
     from transformers import BertConfig
 
-    from cxr_irgen.eval.chexbert import CheXbertModel
+    from cxr_irgen.text.chexbert import CheXbertModel
 
     bert_dir = tmp_path / "bert"
     bert_dir.mkdir()

@@ -53,7 +53,6 @@ def test_evaluate_memorisation_kid_prdc_on_phantoms(tmp_path):
 
     from cxr_irgen.data.mimic import load_index
     from cxr_irgen.data.phantoms import make_phantoms
-
     from cxr_irgen.eval.classifier import Classifier, build_densenet
 
     root = make_phantoms(tmp_path / "phantoms", n=90, seed=0, size=48)

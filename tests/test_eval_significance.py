@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_irgen.eval.significance import (approximate_randomisation, compare_report_systems, label_statistics, paired_bootstrap,
-                                         report_statistics, significance_markdown)
+from cxr_irgen.eval.significance import approximate_randomisation, compare_report_systems, label_statistics, paired_bootstrap, report_statistics, significance_markdown
 
 WORDS = "heart size normal lungs clear no pleural effusion pneumothorax mild cardiomegaly opacity left right base stable".split()
 
@@ -24,8 +23,8 @@ def _degrade(references: list[str], keep: float, seed: int) -> list[str]:
 
 
 def test_statistics_aggregate_to_the_corpus_metrics():
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1
-    from cxr_irgen.eval.text_metrics import text_metrics
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1
+    from cxr_irgen.text.text_metrics import text_metrics
 
     references = _corpus(40, 0)
     generated = _degrade(references, 0.6, 1)
@@ -42,7 +41,7 @@ def test_statistics_aggregate_to_the_corpus_metrics():
 
 def test_randomisation_equals_recomputing_the_corpus_metric_on_swapped_reports():
     """Vectorised sums vs a loop that swaps the report strings and calls text_metrics again, same swap draws."""
-    from cxr_irgen.eval.text_metrics import text_metrics
+    from cxr_irgen.text.text_metrics import text_metrics
 
     references = _corpus(15, 3)
     base, system = _degrade(references, 0.5, 4), _degrade(references, 0.7, 5)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cxr_irgen.eval.report_guards import TrainingReportIndex, edit_similarity, normalise, report_guards
-from cxr_irgen.eval.text_metrics import bleu, cider_d, lcs_length, meteor, rouge_l_coco, text_metrics, tokenize
+from cxr_irgen.text.text_metrics import bleu, cider_d, lcs_length, meteor, rouge_l_coco, text_metrics, tokenize
 
 
 @pytest.fixture(scope="module")

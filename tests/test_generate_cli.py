@@ -118,7 +118,7 @@ def test_killed_generate_reruns_to_the_same_pairs(vision_run, tmp_path):
     proc.join()
     done = sorted(p.name for p in (killed / "pairs").glob("*.json"))
     assert 2 <= len(done) < n, f"the kill came too late to test anything: {done}"
-    (killed / "pairs" / f"{n - 1:04d}.json.tmp").write_text('{"labels": "Cardio')  # a sidecar torn mid-write
+    (killed / "pairs" / f"{n - 1:04d}.json.tmp4242").write_text('{"labels": "Cardio')  # a sidecar torn mid-write
     main(_generate_cmd(vision_run, killed, n, steps))
     assert _pngs(killed) == _pngs(straight)
     rows = [json.loads(line) for line in (killed / "pairs.jsonl").read_text().splitlines()]

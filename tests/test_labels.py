@@ -7,17 +7,7 @@ import pandas as pd
 import pytest
 
 from cxr_irgen.data.iu_xray import xrv_data_file
-from cxr_irgen.data.labels import (
-    CHEXPERT_LABELS,
-    format_labels,
-    label_key,
-    labels_from_key,
-    labels_from_row,
-    labels_to_prompt,
-    parse_labels,
-    positive_key,
-    prompt_to_labels,
-)
+from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels, label_key, labels_from_key, labels_from_row, labels_to_prompt, parse_labels, positive_key, prompt_to_labels
 from cxr_irgen.errors import UserError
 
 

@@ -29,7 +29,7 @@ COMMON = [
 
 @pytest.mark.slow
 def test_reports_from_heldout_phantoms_beat_the_most_frequent_report(report_phantoms, tmp_path):
-    from cxr_irgen.language.generate import ReportGenerator
+    from cxr_irgen.language.generate import LanguageChain
 
     data = [f"data.root={report_phantoms}", *COMMON]
     run_command("train-language", [*data, "stage=autoencoder", "trainer.max_steps=200", "trainer.lr=3e-3", "evaluation.max_reports=0", f"hydra.run.dir={tmp_path / 'ae'}"])
@@ -37,5 +37,5 @@ def test_reports_from_heldout_phantoms_beat_the_most_frequent_report(report_phan
                                    "trainer.max_steps=600", "trainer.lr=1e-3", "evaluation.max_reports=0", f"hydra.run.dir={tmp_path / 'prior'}"])
 
     images, truth, most_frequent = report_controls.heldout(report_phantoms, TEXT, one_per_study=True)
-    reports = ReportGenerator.from_run_dir(tmp_path / "prior")(images, batch_size=64)
+    reports = LanguageChain.from_run_dir(tmp_path / "prior")(images, batch_size=64)
     report_controls.assert_beats_controls(reports, truth, most_frequent)

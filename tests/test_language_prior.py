@@ -162,7 +162,7 @@ def test_prior_loss_drops_and_generator_loads(phantom_root, stage1_run, tmp_path
     it scored 0.0037 against the prior's 0.0042). Measured here: prior 0.117 vs control 0.122 on the training pairs."""
     from cxr_irgen.data.imageio import read_image
     from cxr_irgen.data.mimic import load_index
-    from cxr_irgen.language.generate import ReportGenerator, generate_reports_for_folder
+    from cxr_irgen.language.generate import LanguageChain, generate_reports_for_folder
 
     out = tmp_path / "prior"
     run_command("train-language", _prior_args(phantom_root, stage1_run, out, 200))
@@ -170,7 +170,7 @@ def test_prior_loss_drops_and_generator_loads(phantom_root, stage1_run, tmp_path
     assert metrics["train_loss_last"] < 0.6 * metrics["train_loss_first"], metrics
     assert metrics["heldout_pairs"] >= 12 and (out / "reports.csv").exists()
 
-    generator = ReportGenerator.from_run_dir(out)
+    generator = LanguageChain.from_run_dir(out)
     assert not generator.prior.training and not any(p.requires_grad for p in generator.autoencoder.parameters())
     features = load_file(str(out / "features.safetensors"))
     targets = features["targets"]

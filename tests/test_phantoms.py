@@ -17,9 +17,7 @@ from cxr_irgen.cli import run_command
 from cxr_irgen.data.labels import CHEXPERT_LABELS, LABEL_INDEX, empty_labels
 from cxr_irgen.data.phantom_render import SIGNS, UNCERTAIN_STRENGTH, render_phantom, sample_phantom
 from cxr_irgen.data.phantom_signs import costophrenic_blunting, heart_width_ratio, lung_brightness
-from cxr_irgen.data.phantoms import (
-    KEY_FRACTION, chexpert_label_table, contact_sheet, make_phantoms, plan_phantoms, study_dir, summarize,
-)
+from cxr_irgen.data.phantoms import KEY_FRACTION, chexpert_label_table, contact_sheet, make_phantoms, plan_phantoms, study_dir, summarize
 from cxr_irgen.errors import UserError
 
 METADATA_COLUMNS = [

@@ -121,7 +121,7 @@ def test_every_encoder_and_decoder_trains_and_its_loss_drops(encoder, decoder, v
 def test_generator_saves_and_loads_strictly_and_rejects_a_mismatch_in_one_line(vocab, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from cxr_irgen.report_models.interface import load_report_generator
+    from cxr_irgen.report_models.factory import load_report_generator
     from cxr_irgen.report_models.model import EncoderDecoderGenerator, build_report_model
 
     torch.manual_seed(0)
@@ -144,17 +144,17 @@ def test_generator_saves_and_loads_strictly_and_rejects_a_mismatch_in_one_line(v
 def test_encoder_checkpoint_with_a_wrong_shape_is_rejected(tmp_path):
     from safetensors.torch import save_file
 
-    from cxr_irgen.report_models.encoders import build_encoder
+    from cxr_irgen.report_models.encoders import build_report_encoder
 
-    encoder = build_encoder("dve-tiny")
+    encoder = build_report_encoder("dve-tiny")
     state = {k: v.clone() for k, v in encoder.state_dict().items()}
     key = next(k for k, v in state.items() if v.ndim == 4)
     state[key] = torch.zeros(1, 1, 1, 1)
     save_file(state, str(tmp_path / "enc.safetensors"))
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
-        build_encoder("dve-tiny", {"checkpoint": str(tmp_path / "enc.safetensors")})
+        build_report_encoder("dve-tiny", checkpoint=str(tmp_path / "enc.safetensors"))
     with pytest.raises(UserError, match="use one of"):
-        build_encoder("densenet-huge")
+        build_report_encoder("densenet-huge")
 
 
 def test_sampling_is_refused_by_beam_models(vocab):

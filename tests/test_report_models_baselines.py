@@ -28,7 +28,7 @@ def heldout(report_phantoms):
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder,decoder", [("resnet-tiny", "r2gen-tiny"), ("dve-tiny", "m2-tiny")])
 def test_report_model_beats_the_most_frequent_and_the_shuffled_reports(report_phantoms, heldout, tmp_path, encoder, decoder):
-    from cxr_irgen.report_models.interface import load_report_generator
+    from cxr_irgen.report_models.factory import load_report_generator
 
     data = [f"data.root={report_phantoms}", *COMMON]
     run_command("train-label-encoder", [*data, f"encoder={encoder}", "trainer.max_steps=300", "trainer.lr=2e-3", f"hydra.run.dir={tmp_path / 'labels'}"])

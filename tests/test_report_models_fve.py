@@ -67,7 +67,7 @@ def test_auc_margin_training_raises_auroc_over_chance():
     loss_fn = AUCMarginLoss(y.mean(0), margin=1.0)
     params = [*model.parameters(), *loss_fn.parameters()]
     before = _auroc(model(x).detach()[:, 0], y[:, 0])
-    for step in range(300):  # plain SGD steps, as in PESG (descent on w, a, b; ascent on alpha through the loss)
+    for _ in range(300):  # plain SGD steps, as in PESG (descent on w, a, b; ascent on alpha through the loss)
         batch = torch.randint(0, 512, (64,), generator=g)
         loss_fn(model(x[batch]), y[batch]).backward()
         with torch.no_grad():

@@ -26,7 +26,7 @@ def heldout(report_phantoms):
 
 
 def _check(run_dir, heldout) -> None:
-    from cxr_irgen.report_models.interface import load_report_generator
+    from cxr_irgen.report_models.factory import load_report_generator
 
     images, truth, most_frequent = heldout
     reports = load_report_generator(run_dir)(images, batch_size=64, num_beams=2, max_length=60, block_trigrams=True)

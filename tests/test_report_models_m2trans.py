@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cxr_irgen.report_models.encoders import ENCODER_FILE, build_encoder
+from cxr_irgen.report_models.encoders import ENCODER_FILE, build_report_encoder
 from cxr_irgen.report_models.m2trans import LabelClassifier, label_classes
 
 
@@ -18,7 +18,7 @@ def test_label_pretraining_fits_and_the_encoder_loads_into_dve(tmp_path):
     from safetensors.torch import save_model
 
     torch.manual_seed(0)
-    model = LabelClassifier(build_encoder("dve-tiny"))
+    model = LabelClassifier(build_report_encoder("dve-tiny"))
     images = torch.rand(8, 1, 64, 64)
     classes = torch.randint(0, 3, (8, 14))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -32,7 +32,7 @@ def test_label_pretraining_fits_and_the_encoder_loads_into_dve(tmp_path):
     assert model.logits(images).shape == (8, 14, 3)
     assert losses[-1] < losses[0] * 0.7, losses
     save_model(model.encoder, str(tmp_path / ENCODER_FILE))
-    loaded = build_encoder("dve-tiny", {"checkpoint": str(tmp_path)}).eval()
+    loaded = build_report_encoder("dve-tiny", checkpoint=str(tmp_path)).eval()
     torch.testing.assert_close(loaded(images), model.encoder.eval()(images))
 
 
@@ -40,7 +40,7 @@ def test_study_max_merge_is_order_invariant_and_one_image_is_the_single_image_pa
     from cxr_irgen.report_models.model import study_tokens
 
     torch.manual_seed(0)
-    encoder = build_encoder("resnet-tiny").eval()
+    encoder = build_report_encoder("resnet-tiny").eval()
     pixels = torch.rand(2, 3, 1, 64, 64)
     mask = torch.tensor([[True, True, True], [True, False, False]])
     with torch.no_grad():

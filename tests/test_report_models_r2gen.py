@@ -89,8 +89,9 @@ def test_memory_and_logits_are_causal_and_read_the_image(tiny_r2gen):
 
 
 def test_r2gen_is_a_decoder_of_the_registry():
-    from cxr_irgen.report_models.decoders import build_decoder, decoder_config
+    from cxr_irgen.report_models.configs import report_model_config
+    from cxr_irgen.report_models.decoders import build_decoder
 
-    decoder = build_decoder(decoder_config("r2gen-tiny"), vocab_size=20, max_positions=10, sentence_end=5)
+    decoder = build_decoder(report_model_config("decoder", "r2gen-tiny"), vocab_size=20, max_positions=10, sentence_end=5)
     assert isinstance(decoder, R2GenDecoder) and decoder.d_model == 64
-    assert decoder_config("r2gen").memory_slots == 3
+    assert report_model_config("decoder", "r2gen").memory_slots == 3

@@ -54,10 +54,10 @@ def test_visual_and_text_sides_read_the_same_memory():
 
 def test_r2gencmn_trains_on_phantoms(phantom_root, tmp_path):
     from cxr_irgen.cli import run_command
-    from cxr_irgen.report_models.decoders import decoder_config
-    from cxr_irgen.report_models.interface import load_report_generator
+    from cxr_irgen.report_models.configs import report_model_config
+    from cxr_irgen.report_models.factory import load_report_generator
 
-    assert (decoder_config("r2gencmn").memory_slots, decoder_config("r2gencmn").top_k) == (2048, 32)
+    assert (report_model_config("decoder", "r2gencmn").memory_slots, report_model_config("decoder", "r2gencmn").top_k) == (2048, 32)
     run_command("train-report-model", [f"data.root={phantom_root}", "data.image_size=64", "encoder=resnet-tiny", "+encoder_args.frozen=true", "decoder=r2gencmn-tiny",
                                        "trainer=cpu-tiny", "trainer.max_steps=25", "trainer.batch_size=16", "trainer.lr=5e-3",
                                        "trainer.checkpoint_every=1000", "evaluation.max_reports=0", f"hydra.run.dir={tmp_path}"])

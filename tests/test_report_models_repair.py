@@ -8,8 +8,8 @@ import torch
 from omegaconf import OmegaConf
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.report_models.encoders import model_config
-from cxr_irgen.report_models.interface import load_report_generator
+from cxr_irgen.report_models.configs import report_model_config
+from cxr_irgen.report_models.factory import load_report_generator
 from cxr_irgen.report_models.repair import RepairGenerator, RetrievalClip
 from cxr_irgen.report_models.retrieval import CorpusIndex
 
@@ -19,7 +19,7 @@ IMPRESSIONS = ["No acute cardiopulmonary process.", "Moderate cardiomegaly.", "S
 @pytest.fixture(scope="module")
 def generator():
     torch.manual_seed(0)
-    cfg = OmegaConf.to_container(model_config("clip", "vit-tiny"))
+    cfg = OmegaConf.to_container(report_model_config("clip", "vit-tiny"))
     cfg.pop("pretrained")
     image_size = int(cfg.pop("image_size"))
     model = RetrievalClip(cfg, image_size)

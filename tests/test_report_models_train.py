@@ -74,7 +74,7 @@ def test_bad_names_and_mismatched_checkpoints_are_one_line_errors(phantom_root, 
 
 @pytest.mark.slow
 def test_cnn_rnn_rnn_learns_where_reports_stop(phantom_root, tmp_path):
-    from cxr_irgen.report_models.interface import load_report_generator
+    from cxr_irgen.report_models.factory import load_report_generator
     from cxr_irgen.report_models.vocabulary import words
 
     run = _train(phantom_root, tmp_path / "hier", "encoder=fve-tiny", "decoder=cnn_rnn_rnn-tiny", "text=impression",
@@ -107,11 +107,11 @@ def test_fine_grained_labels_are_deterministic_on_real_iu_xray_reports(tmp_path)
 
 def test_the_cxr_irgen_language_module_is_a_report_generator(phantom_root, tmp_path):
     import torch
-
-    from cxr_irgen.language.generate import ReportGenerator as LanguageChain
-    from cxr_irgen.report_models.interface import load_report_generator
-    from cxr_irgen.report_models.language_adapter import CxrIrgenReportGenerator
     from test_language_prior import TINY_BART
+
+    from cxr_irgen.language.generate import LanguageChain
+    from cxr_irgen.report_models.factory import load_report_generator
+    from cxr_irgen.report_models.language_adapter import CxrIrgenReportGenerator
 
     common = [f"data.root={phantom_root}", "data.image_size=64", *TINY_BART, "trainer=cpu-tiny", "trainer.max_steps=2",
               "trainer.batch_size=8", "evaluation.max_reports=0"]

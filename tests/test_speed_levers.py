@@ -8,12 +8,12 @@ import torch
 from omegaconf import OmegaConf
 
 from cxr_irgen.utils.speed import apply_speed_levers
-from cxr_irgen.vision.model import build_encoders, build_vision_model, model_config
+from cxr_irgen.vision.model import build_encoders, build_trainable, vision_model_config
 
 
 def test_channels_last_and_fused_adamw_give_the_same_step():
-    cfg = model_config("unet-tiny")
-    plain = build_vision_model(cfg, build_encoders(cfg)).backbone
+    cfg = vision_model_config("unet-tiny")
+    plain = build_trainable(cfg, build_encoders(cfg)).backbone
     fast = apply_speed_levers(copy.deepcopy(plain), OmegaConf.create({"channels_last": True}))
     conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from cxr_irgen.cli import run_command
@@ -27,18 +26,18 @@ def test_rie_run_refuses_a_text_only_feature_cache_in_one_line(tmp_path, phantom
     assert not (run / "model").exists()
     # the text-only model itself accepts that cache
     from cxr_irgen.vision.features import check_feature_cache
-    from cxr_irgen.vision.model import model_config
+    from cxr_irgen.vision.model import vision_model_config
 
-    assert check_feature_cache(prep / "features", model_config("unet-tiny", ["conditioning.mode=text"]))["contents"] == ["latents", "text_hidden", "text_pooled"]
+    assert check_feature_cache(prep / "features", vision_model_config("unet-tiny", ["conditioning.mode=text"]))["contents"] == ["latents", "text_hidden", "text_pooled"]
 
 
 
 def _schedule(model: str) -> dict:
     """The resolved ``noise_schedule`` of a ``vision/model`` config."""
     from cxr_irgen.vision.loading import plain
-    from cxr_irgen.vision.model import model_config
+    from cxr_irgen.vision.model import vision_model_config
 
-    return plain(model_config(model).noise_schedule)
+    return plain(vision_model_config(model).noise_schedule)
 
 
 def test_uvit_l2_defaults_to_its_checkpoints_vp_schedule_and_released_keeps_sd():
@@ -152,15 +151,15 @@ def test_clean_latent_and_velocity_predictions_train_and_sample_as_the_noise_pre
 
 def test_released_presets_reproduce_the_release_and_the_fixed_one_is_named_for_what_it_is():
     from cxr_irgen.vision.conditioning import guidance_warning
-    from cxr_irgen.vision.model import model_config
+    from cxr_irgen.vision.model import vision_model_config
 
     for name in ("unet-sd14-released", "uvit-l2-released"):
-        cfg = model_config(name)
+        cfg = vision_model_config(name)
         assert cfg.image_encoder.pretrained == "openai/clip-vit-base-patch32" and cfg.image_encoder.normalize == "half"
         assert cfg.conditioning.space == "pooled" and cfg.conditioning.dropout == 0.0 and not cfg.conditioning.project_image
         assert cfg.reference.exclude == "none" and cfg.vae.sample and cfg.noise_schedule.kind == "sd_scaled_linear"
         assert "never trained" in guidance_warning(cfg.conditioning.dropout, 7.5) and guidance_warning(cfg.conditioning.dropout, 1.0) is None
-    fixed = model_config("unet-sd14-b32-pooled")
+    fixed = vision_model_config("unet-sd14-b32-pooled")
     assert fixed.image_encoder.normalize == "clip" and fixed.conditioning.dropout == 0.1 and fixed.reference.exclude == "study"
     assert guidance_warning(fixed.conditioning.dropout, 7.5) is None
 
@@ -168,11 +167,11 @@ def test_released_presets_reproduce_the_release_and_the_fixed_one_is_named_for_w
 @pytest.mark.parametrize("space, text_key, image_output", [("projected", "text_embeds", "projected"), ("pooled", "text_pooled", "pooled"), ("mixed", "text_pooled", "projected")])
 def test_conditioning_spaces_pick_the_clip_outputs_they_name(space, text_key, image_output):
     """projected: CLIP's projected text and image embeddings (one space); pooled: both pooler outputs (the release)."""
-    from cxr_irgen.vision.model import build_encoders, build_vision_model, model_config
+    from cxr_irgen.vision.model import build_encoders, build_trainable, vision_model_config
 
-    cfg = model_config("uvit-tiny", [f"conditioning.space={space}"])
+    cfg = vision_model_config("uvit-tiny", [f"conditioning.space={space}"])
     encoders = build_encoders(cfg)
-    model = build_vision_model(cfg, encoders)
+    model = build_trainable(cfg, encoders)
     assert model.conditioning.text_key == text_key and encoders.image_encoder.output == image_output
     features = encoders.encode_conditions(["A chest X-Ray image with edema"], torch.rand(1, 1, 32, 32))
     text_model = encoders.text_encoder.model

@@ -8,22 +8,22 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from cxr_irgen.data.labels import parse_labels
 from cxr_irgen.errors import UserError
 from cxr_irgen.vision.codec import UnshuffleCodec, build_vae
 from cxr_irgen.vision.conditioning import Conditioning
 from cxr_irgen.vision.encoders import build_clip_image_encoder, build_text_encoder
-from cxr_irgen.vision.model import build_encoders, build_vision_model, model_config
+from cxr_irgen.vision.model import build_encoders, build_trainable, vision_model_config
 from cxr_irgen.vision.pipeline import VisionPipeline, save_images
 from cxr_irgen.vision.uvit import UViT
-from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
 def test_tokenizer_matches_open_clip():
     import open_clip
 
-    tokenizer = build_text_encoder(model_config("unet-tiny").text_encoder).tokenizer
+    tokenizer = build_text_encoder(vision_model_config("unet-tiny").text_encoder).tokenizer
     prompts = [
         "A chest X-Ray image with cardiomegaly and pleural effusion, without pneumothorax, and unclear about edema",
         "A chest X-Ray image",
@@ -42,7 +42,7 @@ def test_clip_image_encoder_normalises_with_clip_mean_std():
     and one hand-computed pixel."""
     from transformers import CLIPImageProcessor
 
-    encoder = build_clip_image_encoder(model_config("unet-tiny").image_encoder)
+    encoder = build_clip_image_encoder(vision_model_config("unet-tiny").image_encoder)
     size = encoder.image_size
     images = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0))
     processor = CLIPImageProcessor(do_resize=False, do_center_crop=False, do_rescale=False, do_convert_rgb=False)
@@ -79,7 +79,7 @@ def test_sd_vae_shapes_and_scaling():
 
 
 def test_missing_pretrained_weights_is_one_line_naming_files(tmp_path):
-    cfg = model_config("unet-sd14")
+    cfg = vision_model_config("unet-sd14")
     cfg.backbone.pretrained = str(tmp_path / "sd14")
     from cxr_irgen.vision.model import build_backbone
 
@@ -182,9 +182,9 @@ def test_condition_dropout_really_drops():
 
 
 def test_frozen_encoders_get_no_gradients():
-    cfg = model_config("unet-tiny")
+    cfg = vision_model_config("unet-tiny")
     encoders = build_encoders(cfg)
-    model = build_vision_model(cfg, encoders).train()
+    model = build_trainable(cfg, encoders).train()
     encoders.train()
     batch = {"prompt": ["A chest X-Ray image with cardiomegaly"] * 2, "pixel_values": torch.rand(2, 1, 32, 32), "reference_pixels": torch.rand(2, 1, 32, 32)}
     feats = encoders.encode_batch(batch)
@@ -197,8 +197,8 @@ def test_frozen_encoders_get_no_gradients():
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    cfg = model_config("unet-tiny")
-    model = build_vision_model(cfg, build_encoders(cfg))
+    cfg = vision_model_config("unet-tiny")
+    model = build_trainable(cfg, build_encoders(cfg))
     out = tmp_path_factory.mktemp("vision-run")
     model.save_pretrained(out / "model", cfg)
     return out

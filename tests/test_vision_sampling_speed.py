@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cxr_irgen.data.labels import parse_labels
-from cxr_irgen.vision.model import build_encoders, build_vision_model, model_config
+from cxr_irgen.vision.model import build_encoders, build_trainable, vision_model_config
 from cxr_irgen.vision.pipeline import VisionPipeline
 
 
@@ -22,9 +22,9 @@ def _spy(module, monkeypatch) -> list[int]:
 
 
 def test_distinct_prompts_and_references_encoded_once(monkeypatch):
-    cfg = model_config("unet-tiny")
+    cfg = vision_model_config("unet-tiny")
     encoders = build_encoders(cfg)
-    pipe = VisionPipeline(encoders, build_vision_model(cfg, encoders), cfg.noise_schedule, cfg.image_size)
+    pipe = VisionPipeline(encoders, build_trainable(cfg, encoders), cfg.noise_schedule, cfg.image_size)
     assert pipe.uses_reference
     a, b = parse_labels("Cardiomegaly=1"), parse_labels("No Finding=1")
     refs = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from vision_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from cxr_irgen.cli import run_command
@@ -50,13 +49,13 @@ def test_one_batch_overfit_drives_loss_down(tmp_path):
     from omegaconf import OmegaConf
 
     from cxr_irgen.utils.training import make_accelerator, train
-    from cxr_irgen.vision.model import build_encoders, build_noise_scheduler, build_vision_model, model_config
+    from cxr_irgen.vision.model import build_encoders, build_noise_scheduler, build_trainable, vision_model_config
     from cxr_irgen.vision.train import diffusion_loss, make_loss_fn
 
-    cfg = model_config("unet-tiny")
+    cfg = vision_model_config("unet-tiny")
     cfg.conditioning.dropout = 0.0
     encoders = build_encoders(cfg)
-    model = build_vision_model(cfg, encoders)
+    model = build_trainable(cfg, encoders)
     images = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     prompts = ["A chest X-Ray image with cardiomegaly", "A chest X-Ray image with edema", "A chest X-Ray image", "A chest X-Ray image without fracture"]
     features = encoders.encode_batch({"prompt": prompts, "pixel_values": images, "reference_pixels": images.flip(0)})
@@ -114,10 +113,10 @@ def test_cached_features_match_encoded_batch(tmp_path, phantom_root):
     from cxr_irgen.data.reference import ReferenceIndex
     from cxr_irgen.data.selections import vision_train
     from cxr_irgen.vision.features import CachedFeatureDataset
-    from cxr_irgen.vision.model import build_encoders, model_config
+    from cxr_irgen.vision.model import build_encoders, vision_model_config
 
     out = train_vision(tmp_path / "prep", phantom_root, "prepare=true", "max_images=12")
-    cfg = model_config("unet-tiny")
+    cfg = vision_model_config("unet-tiny")
     cached = CachedFeatureDataset(out / "features", cfg, reference=True, seed=5)
     index = vision_train(load_index(phantom_root)).head(12)
     raw = VisionDataset(index, cfg.image_size, ReferenceIndex.from_index(index), seed=5)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from cxr_irgen.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -15,8 +16,7 @@ def write_cache(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` via a temporary file; an unwritable folder only logs a warning."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            frame.to_parquet(tmp, index=False)
     except OSError as err:
         log.warning("cannot write the cache file %s (%s); set data.cache_dir to a writable folder", path, err.strerror or err)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from cxr_irgen.errors import UserError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_SUFFIXES)  # what read_image reads; lower case
 
 
 class BadImageError(UserError):

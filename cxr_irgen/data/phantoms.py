@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
-from cxr_irgen.utils.progress import progress_bar
 
 from cxr_irgen.data.labels import CHEXPERT_LABELS, LABEL_INDEX, POSITIVE
 from cxr_irgen.data.phantom_render import render_phantom, sample_phantom
 from cxr_irgen.data.phantom_reports import report_sides, write_report
 from cxr_irgen.errors import UserError
+from cxr_irgen.utils.progress import progress_bar
 
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv.gz"
 CHEXPERT_CSV = "mimic-cxr-2.0.0-chexpert.csv.gz"

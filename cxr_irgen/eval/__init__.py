@@ -1,8 +1,7 @@
 """Evaluation (DESIGN 1.4). Never imports the vision or language training code.
 
-- ``labeler``: rule-based CheXpert labeler and ``cxr-irgen label-reports``; ``chexbert``: optional CheXbert backend.
-- ``text_metrics``: BLEU-1..4, ROUGE-L (coco, rouge_score), CIDEr-D, METEOR; ``report_guards``: distinct / copy shares.
-- ``chexpert_f1``: CheXpert F1 of generated vs reference reports with bootstrap CIs.
+- :mod:`cxr_irgen.text` (a layer below, shared with ``report_models``): the CheXpert labeler (rules, CheXbert),
+  BLEU/ROUGE-L/CIDEr-D/METEOR and CheXpert F1; ``report_guards``: distinct / copy shares.
 - ``features`` + ``image_metrics``: FID feature extractors (XRV, Inception from NVIDIA's TorchScript file or
   torch-fidelity's), Fréchet distance, PSNR/SSIM, MS-SSIM diversity.
 - ``kid``: Kernel Inception Distance (torch-fidelity's subsets); ``prdc``: precision/recall/density/coverage (k = 5).

@@ -41,7 +41,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cxr_irgen.data.labels import format_labels
 from cxr_irgen.errors import UserError
-from cxr_irgen.eval.tables import DASH, _fmt
+from cxr_irgen.eval.tables import DASH, format_cell
+from cxr_irgen.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +169,9 @@ def _reports(generator, image_paths: list[str], batch_size: int, seed: int, deco
 def label_scores(generated: list[str], reference_labels: np.ndarray, labeler: dict, n_bootstrap: int, seed: int, labels: np.ndarray | None = None) -> dict:
     """CheXpert F1 (both mappings, CIs) and every paper's F1 preset of the generated reports' labels (given, or from ``labeler``)
     vs (N, 14) reference labels."""
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1
     from cxr_irgen.eval.f1_presets import all_presets
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1
+    from cxr_irgen.text.labeler import label_reports
 
     labels = label_reports(generated, **labeler) if labels is None else labels
     return {"chexpert_f1": chexpert_f1(labels, reference_labels, n_bootstrap=n_bootstrap, seed=seed),
@@ -180,7 +181,7 @@ def label_scores(generated: list[str], reference_labels: np.ndarray, labeler: di
 def score(generated: list[str], references: list[str], reference_labels: np.ndarray, labeler: dict, n_bootstrap: int, seed: int,
           labels: np.ndarray | None = None) -> dict:
     """Text metrics and :func:`label_scores` for one row."""
-    from cxr_irgen.eval.text_metrics import text_metrics
+    from cxr_irgen.text.text_metrics import text_metrics
 
     text = text_metrics(generated, references, with_meteor=False)
     text["rouge_l"] = text.pop("rougeL_coco")
@@ -227,7 +228,7 @@ def generated_rows(results: list[dict], sets: list[dict], show_paper: bool) -> l
 
 def _markdown(caption: str, header: list[str], rows: list[list]) -> list[str]:
     lines = [f"### {caption}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(_fmt(v, 3) for v in row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(format_cell(v, 3) for v in row) + " |" for row in rows]
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -263,8 +264,8 @@ def write_table(results: list[dict], protocol: dict, out: Path, show_paper: bool
 
 def run(cfg: DictConfig) -> Path:
     """Generate, score and tabulate; returns the run dir."""
-    from cxr_irgen.eval.labeler import label_reports, labeler_kwargs, labeler_name
-    from cxr_irgen.report_models.interface import load_report_generator
+    from cxr_irgen.report_models.factory import load_report_generator
+    from cxr_irgen.text.labeler import label_reports, labeler_kwargs, labeler_name
     from cxr_irgen.utils.rundir import run_dir
 
     entries = _entries(cfg.runs)
@@ -272,7 +273,7 @@ def run(cfg: DictConfig) -> Path:
     pairs = comparison_pairs(cfg)
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if str(cfg.device) == "auto" and torch.cuda.is_available() else ("cpu" if str(cfg.device) == "auto" else str(cfg.device)))
+    device = resolve_device(cfg.device)
     labeler = labeler_kwargs(cfg.labeler)
     references = pairs["reference"].tolist()
     reference_labels = label_reports(references, **labeler)

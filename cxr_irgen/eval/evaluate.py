@@ -161,8 +161,8 @@ def _utility(cfg, real: RealData, images: pd.DataFrame, gen_labels: np.ndarray, 
 
 def _report_utility(cfg, real: RealData, images: pd.DataFrame) -> dict | None:
     """Report generators trained on real / synthetic / real+synthetic image-report pairs, scored on real test images of ``data``."""
-    from cxr_irgen.eval.labeler import labeler_kwargs, labeler_name
     from cxr_irgen.eval.report_utility import downstream_report_utility, real_pairs
+    from cxr_irgen.text.labeler import labeler_kwargs, labeler_name
 
     util = cfg.eval.report_utility
     with_report = images[images["report"].fillna("").str.strip() != ""]
@@ -205,8 +205,8 @@ def _training_reports(real: RealData) -> list[str] | None:
 
 def _report_metrics(cfg, reports: pd.DataFrame, real: RealData | None, real_index: pd.DataFrame | None) -> dict:
     """Text metrics, CheXpert F1, label agreement and guards of the generated reports (:func:`~cxr_irgen.eval.score.evaluate_reports`)."""
-    from cxr_irgen.eval.labeler import labeler_kwargs
     from cxr_irgen.eval.score import REPORT_METRICS, evaluate_reports
+    from cxr_irgen.text.labeler import labeler_kwargs
 
     wanted = set(cfg.eval.metrics)
     references = _reference_texts(cfg, reports, real, real_index) if wanted & {"text", "chexpert_f1"} else None
@@ -273,8 +273,8 @@ def _image_metrics(cfg, images: pd.DataFrame, real: RealData, real_all: pd.DataF
 
 def _agreement(cfg, images: pd.DataFrame, classifier, state) -> tuple[dict | None, str]:
     """Agreement of generated image–report pairs with their requested labels (:func:`~cxr_irgen.eval.score.evaluate_pairs`)."""
-    from cxr_irgen.eval.labeler import labeler_kwargs
     from cxr_irgen.eval.score import evaluate_pairs
+    from cxr_irgen.text.labeler import labeler_kwargs
 
     pairs = images[images["report"].notna() & images["labels"].notna()]
     if pairs.empty:
@@ -320,7 +320,7 @@ def _inputs_key(cfg) -> str:
 def load_inputs(cfg) -> Inputs:
     """The generated items of ``cfg`` (free-text prompts labelled) and ``cfg`` with its real data; read once per config."""
     from cxr_irgen.eval.generated import InputSpec, load_generated
-    from cxr_irgen.eval.labeler import labeler_kwargs, labeler_name
+    from cxr_irgen.text.labeler import labeler_kwargs, labeler_name
 
     key = _inputs_key(cfg)
     if _CHECKED and _CHECKED[0].key == key:
@@ -338,12 +338,11 @@ def check(cfg) -> None:
     if unknown:
         raise UserError(f"eval.metrics: unknown {sorted(unknown)}; choose from {', '.join(METRICS)}")
     if "report_utility" in cfg.eval.metrics:
-        from cxr_irgen.report_models.decoders import decoder_config
-        from cxr_irgen.report_models.encoders import model_config
+        from cxr_irgen.report_models.configs import report_model_config
 
         util = cfg.eval.report_utility
         try:
-            model_config("encoder", str(util.encoder)), decoder_config(str(util.decoder))
+            report_model_config("encoder", str(util.encoder)), report_model_config("decoder", str(util.decoder))
         except UserError as err:
             raise UserError(f"eval.report_utility.{err}") from None
     for key in ("eval.xrv_weights", "eval.fid.inception_weights"):
@@ -385,8 +384,8 @@ def _labels_from(generated: pd.DataFrame) -> dict[str, int]:
 def provenance(cfg, results: dict, extractor_name: str | None) -> dict:
     """Package versions, extractor / classifier / labeler and sha256 of their weights, N per set, resolution, seeds."""
     from cxr_irgen.eval.features import installed_nvidia_inception
-    from cxr_irgen.eval.labeler import labeler_name
     from cxr_irgen.eval.provenance import package_versions, weights_hashes
+    from cxr_irgen.text.labeler import labeler_name
 
     ev = cfg.eval
     features = str(ev.fid.features)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from cxr_irgen.eval.chexpert_f1 import _scores, binarise
+from cxr_irgen.text.chexpert_f1 import binarise, weighted_f1_scores
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,13 @@ def preset_f1(generated: np.ndarray, reference: np.ndarray, preset: str, seed: i
     g = binarise(generated, protocol.mapping).astype(np.float64)
     r = binarise(reference, protocol.mapping).astype(np.float64)
     hits, false_pos, misses = g * r, g * (1 - r), (1 - g) * r
-    point = _scores(np.ones((1, n)), hits, false_pos, misses)
+    point = weighted_f1_scores(np.ones((1, n)), hits, false_pos, misses)
     out: dict = {"preset": preset, "description": protocol.description, "n_reports": n}
     if protocol.n_bootstrap:
         picks = np.random.default_rng(seed).integers(0, n, size=(protocol.n_bootstrap, n))
         weights = np.zeros((protocol.n_bootstrap, n))
         np.add.at(weights, (np.repeat(np.arange(protocol.n_bootstrap), n), picks.ravel()), 1.0)
-        draws = _scores(weights, hits, false_pos, misses)
+        draws = weighted_f1_scores(weights, hits, false_pos, misses)
     for key in protocol.reported:
         if protocol.n_bootstrap:
             samples = draws[key]

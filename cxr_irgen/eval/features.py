@@ -258,8 +258,8 @@ def load_rad_dino(source: str | Path) -> nn.Module:
     """A DINOv2 model from a local folder or a cached hub id (never downloaded); UserError naming ``eval.fid.rad_dino`` otherwise."""
     from transformers import AutoModel
 
-    hint = (f"fetch it with `python scripts/fetch_weights.py --recipe eval-only --out DIR` and set weights.root=DIR "
-            f"(or eval.fid.rad_dino=/path/to/rad-dino); eval.allow_random_weights=true with eval.fid.rad_dino=null uses random init, marked")
+    hint = ("fetch it with `python scripts/fetch_weights.py --recipe eval-only --out DIR` and set weights.root=DIR "
+            "(or eval.fid.rad_dino=/path/to/rad-dino); eval.allow_random_weights=true with eval.fid.rad_dino=null uses random init, marked")
     local = Path(str(source))
     if (local.is_absolute() or str(source).startswith(".")) and not local.is_dir():
         raise UserError(f"eval.fid.rad_dino={source} is not a folder; {hint}")

@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_irgen.data.imageio import IMAGE_SUFFIXES
 from cxr_irgen.data.labels import PROMPT_PREFIX, parse_labels, prompt_to_labels
 from cxr_irgen.errors import UserError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 COLUMNS = ("image", "labels", "report", "reference", "study_id", "prompt", "labels_from")
 IMAGE_COLUMNS = ("image", "img_savename", "image_path", "path", "file", "filename")  # tried in order by image_column=auto
 PROMPT_MODES = ("auto", "template", "labeler")
@@ -208,7 +208,7 @@ def label_free_text_prompts(table: pd.DataFrame, labeler: dict | None, labeler_n
     todo = table["labels"].isna() & table["prompt"].notna()
     if not todo.any():
         return table
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.labeler import label_reports
 
     table = table.copy()
     derived = label_reports(table.loc[todo, "prompt"].tolist(), **(labeler or {}))
@@ -223,7 +223,7 @@ def label_free_text_prompts(table: pd.DataFrame, labeler: dict | None, labeler_n
 def load_generated(generated: str | None, reports_csv: str | None = None, report_column: str = "report", reference_column: str = "reference",
                    inputs: InputSpec | None = None, labeler: dict | None = None, labeler_name: str = "rules") -> pd.DataFrame:
     """The generated items of a folder and/or a reports CSV as one table (see module docstring); ``inputs`` reads a
-    prompts table beside the folder's images, ``labeler`` (:func:`~cxr_irgen.eval.labeler.label_reports` keywords)
+    prompts table beside the folder's images, ``labeler`` (:func:`~cxr_irgen.text.labeler.label_reports` keywords)
     labels free-text prompts."""
     inputs = inputs or InputSpec()
     rows: list[dict] = []

@@ -16,8 +16,8 @@ with their reports permuted (what is left when the pairing carries nothing).
 
 Each model writes a report for every real test image (the ``test_split`` images in ``views``
 with the ``text`` section; at most ``max_test``), scored against that image's own text:
-BLEU-1..4, ROUGE-L, CIDEr-D (:func:`~cxr_irgen.eval.text_metrics.text_metrics`) and CheXpert F1
-with 95% bootstrap CIs (:func:`~cxr_irgen.eval.chexpert_f1.chexpert_f1_reports`, both sides
+BLEU-1..4, ROUGE-L, CIDEr-D (:func:`~cxr_irgen.text.text_metrics.text_metrics`) and CheXpert F1
+with 95% bootstrap CIs (:func:`~cxr_irgen.text.chexpert_f1.chexpert_f1_reports`, both sides
 labelled by the same labeler). :func:`cxr_irgen.eval.tables.report_utility_table` writes the table.
 """
 
@@ -97,8 +97,8 @@ def write_reports(generator, paths: list[str], batch_size: int) -> list[str]:
 
 def score_reports(reports: list[str], references: list[str], labeler: dict, n_bootstrap: int, seed: int) -> dict:
     """``{"text": BLEU/ROUGE-L/CIDEr-D, "chexpert_f1": ..., "distinct_reports"}`` of ``reports`` vs ``references``."""
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1_reports
-    from cxr_irgen.eval.text_metrics import text_metrics
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1_reports
+    from cxr_irgen.text.text_metrics import text_metrics
 
     text = {k: v for k, v in text_metrics(reports, references, with_meteor=False).items() if v is not None}
     return {"text": text, "chexpert_f1": chexpert_f1_reports(reports, references, labeler, n_bootstrap=n_bootstrap, seed=seed),
@@ -108,7 +108,7 @@ def score_reports(reports: list[str], references: list[str], labeler: dict, n_bo
 def downstream_report_utility(real_train: pd.DataFrame, synthetic: pd.DataFrame, real_test: pd.DataFrame, cfg, labeler: dict, seed: int) -> dict:
     """Train a report generator on each training set, write reports for the real test images, score them; one row per set.
 
-    Tables: ``image_path`` + ``text``. ``cfg``: ``eval.report_utility``; ``labeler``: :func:`~cxr_irgen.eval.labeler.labeler_kwargs`.
+    Tables: ``image_path`` + ``text``. ``cfg``: ``eval.report_utility``; ``labeler``: :func:`~cxr_irgen.text.labeler.labeler_kwargs`.
     """
     from cxr_irgen.eval.utility import training_sets
 

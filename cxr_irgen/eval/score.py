@@ -369,11 +369,11 @@ def evaluate_reports(generated, references=None, *, labeler="rules", metrics: Se
     ``labels`` columns used when ``references`` / ``conditioning_labels`` are not given). ``references``: N strings
     (None or '' leaves that report out of BLEU/ROUGE/CIDEr/METEOR and CheXpert F1). ``conditioning_labels``: the labels
     each report was written for ((N, 14) or label strings; None rows skipped) → ``report_label_agreement``.
-    ``labeler``: ``"rules"`` or :func:`~cxr_irgen.eval.labeler.label_reports` keywords. ``training_reports``: texts the
+    ``labeler``: ``"rules"`` or :func:`~cxr_irgen.text.labeler.label_reports` keywords. ``training_reports``: texts the
     guards compare with (near copies). Returns ``{text, chexpert_f1, report_label_agreement, guards, skipped}`` as run.
     """
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1
+    from cxr_irgen.text.labeler import label_reports
 
     if isinstance(generated, pd.DataFrame):
         if "report" not in generated.columns:
@@ -405,7 +405,7 @@ def evaluate_reports(generated, references=None, *, labeler="rules", metrics: Se
     if scored:
         h, r = [hyps[i] for i in scored], [refs[i] for i in scored]
         if "text" in wanted:
-            from cxr_irgen.eval.text_metrics import text_metrics
+            from cxr_irgen.text.text_metrics import text_metrics
 
             results["text"] = {**text_metrics(h, r, with_meteor=meteor), **({"reference_section": reference_section} if reference_section else {})}
         if "chexpert_f1" in wanted:
@@ -433,7 +433,7 @@ def evaluate_pairs(images, reports: Sequence[str], requested_labels, *, classifi
     """
     from cxr_irgen.eval.agreement import label_agreement
     from cxr_irgen.eval.auroc import output_index
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.labeler import label_reports
 
     reports = [str(r) for r in reports]
     requested = label_array(requested_labels, len(reports), "requested_labels")

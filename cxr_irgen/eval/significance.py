@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cxr_irgen.eval.chexpert_f1 import SUBSETS, _f1_from_counts, binarise
+from cxr_irgen.text.chexpert_f1 import SUBSETS, binarise, f1_from_counts
 
 RANDOMISATION = "paired approximate randomisation (two-sided)"
 BOOTSTRAP = "paired bootstrap (two-sided, percentile)"
@@ -38,8 +38,8 @@ def _mean_of(n: int) -> Aggregate:
 
 def report_statistics(generated: Sequence[str], references: Sequence[str]) -> dict[str, tuple[np.ndarray, Aggregate]]:
     """``{metric: ((N, K) per-report statistics, aggregate)}`` for BLEU-1..4, ROUGE-L (coco; and ``rouge_l_stem``: rouge_score's
-    stemmed ROUGE-L, RadEval's ``rougeL``) and CIDEr-D (:mod:`~cxr_irgen.eval.text_metrics`'s tokeniser and definitions)."""
-    from cxr_irgen.eval.text_metrics import bleu_from_statistics, bleu_statistics, cider_d_scores, rouge_l_coco_scores, rouge_l_stemmed_scores, tokenize
+    stemmed ROUGE-L, RadEval's ``rougeL``) and CIDEr-D (:mod:`~cxr_irgen.text.text_metrics`'s tokeniser and definitions)."""
+    from cxr_irgen.text.text_metrics import bleu_from_statistics, bleu_statistics, cider_d_scores, rouge_l_coco_scores, rouge_l_stemmed_scores, tokenize
 
     hyps = [tokenize(h) for h in generated]
     refs = [[tokenize(r)] for r in references]
@@ -53,14 +53,14 @@ def report_statistics(generated: Sequence[str], references: Sequence[str]) -> di
 
 def label_statistics(generated: np.ndarray, reference: np.ndarray, mapping: str = "positive_only") -> dict[str, tuple[np.ndarray, Aggregate]]:
     """``{f1_<micro|macro>_<14|top5>: ((N, 42) per-report TP/FP/FN of the 14 classes, aggregate)}`` of (N, 14) labels,
-    binarised by the named uncertain mapping (:mod:`~cxr_irgen.eval.chexpert_f1`)."""
+    binarised by the named uncertain mapping (:mod:`~cxr_irgen.text.chexpert_f1`)."""
     g, r = binarise(np.asarray(generated, np.float32), mapping).astype(float), binarise(np.asarray(reference, np.float32), mapping).astype(float)
     counts = np.concatenate([g * r, g * (1 - r), (1 - g) * r], axis=1)
 
     def f1(average: str, columns: tuple[int, ...]) -> Aggregate:
         def aggregate(sums: np.ndarray) -> np.ndarray:
             tp, fp, fn = (sums[:, k * 14:(k + 1) * 14][:, list(columns)] for k in range(3))
-            return _f1_from_counts(tp.sum(1), fp.sum(1), fn.sum(1)) if average == "micro" else _f1_from_counts(tp, fp, fn).mean(1)
+            return f1_from_counts(tp.sum(1), fp.sum(1), fn.sum(1)) if average == "micro" else f1_from_counts(tp, fp, fn).mean(1)
         return aggregate
 
     return {f"f1_{average}_{subset}": (counts, f1(average, columns)) for subset, columns in SUBSETS.items() for average in ("micro", "macro")}

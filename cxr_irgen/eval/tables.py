@@ -33,7 +33,8 @@ from pathlib import Path
 DASH = "—"
 
 
-def _fmt(value, digits: int = 4) -> str:
+def format_cell(value, digits: int = 4) -> str:
+    """A table cell: ``—`` for None, floats to ``digits`` places, anything else as ``str``."""
     if value is None:
         return DASH
     if isinstance(value, float):
@@ -47,7 +48,7 @@ def _value(metrics: dict, metric: str, value, digits: int = 4):
         reason = (metrics.get("skipped") or {}).get(metric)
         return f"skipped: {reason}" if reason else None
     if (metrics.get(metric) or {}).get("random_weights"):
-        return f"{_fmt(value, digits)} (RANDOM WEIGHTS)"
+        return f"{format_cell(value, digits)} (RANDOM WEIGHTS)"
     return value
 
 
@@ -58,7 +59,7 @@ def _model(metrics: dict, *shown: str) -> str:
 
 
 def _auroc_cell(entry: dict) -> str:
-    return f"{_fmt(entry['auroc'])} ({entry['n_positive']}+/{entry['n_no_finding']}−)"
+    return f"{format_cell(entry['auroc'])} ({entry['n_positive']}+/{entry['n_no_finding']}−)"
 
 
 def _get(metrics: dict, *keys):
@@ -126,7 +127,7 @@ def _f1_rows(name: str, block: dict | None) -> list[list]:
             if entry:
                 averaging, subset = key.split("_")
                 ci = entry["ci95"]
-                rows.append([name, mapping, averaging, subset, entry["value"], _fmt(ci[0]) + " – " + _fmt(ci[1]) if ci else DASH])
+                rows.append([name, mapping, averaging, subset, entry["value"], format_cell(ci[0]) + " – " + format_cell(ci[1]) if ci else DASH])
     return rows
 
 
@@ -165,7 +166,7 @@ def table6(metrics: dict) -> tuple[str, list[str], list[list]]:
         "highest SSIM to a training image",
         f"feature cosine > {cosine.get('threshold', DASH)} (share (n))",
     ]
-    share = lambda block: f"{_fmt(block['share_above'])} ({block['n_above']})" if block else None  # noqa: E731
+    share = lambda block: f"{format_cell(block['share_above'])} ({block['n_above']})" if block else None  # noqa: E731
     rows = [[_model(metrics, "kid", "prdc", "memorisation"), _value(metrics, "kid", kid.get("mean")), _value(metrics, "kid", kid.get("std")),
              *[_value(metrics, "prdc", prdc.get(k)) for k in ("precision", "recall", "density", "coverage")],
              _value(metrics, "memorisation", share(ssim)), _value(metrics, "memorisation", _get(ssim, "quantiles", "q100")),
@@ -260,7 +261,7 @@ def _write_table(number: int, build, metrics: dict, out: Path) -> str:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows([[DASH if v is None else v for v in row] for row in rows])
-    return f"### {caption}\n\n" + _markdown(header, [[_fmt(v) for v in row] for row in rows] or [[DASH] * len(header)])
+    return f"### {caption}\n\n" + _markdown(header, [[format_cell(v) for v in row] for row in rows] or [[DASH] * len(header)])
 
 
 def write_tables(metrics: dict, out: Path) -> Path:

@@ -1,12 +1,12 @@
 """Reports from images: frozen representation → prior → report embedding → stage-1 decoder.
 
-    generator = ReportGenerator.from_run_dir("outputs/train_language/PRIOR_RUN")
+    generator = LanguageChain.from_run_dir("outputs/train_language/PRIOR_RUN")
     reports = generator(images)                       # images (B, 1, H, W) in [0, 1]
     table = generate_reports_for_folder("my_pngs/", generator, out_csv="reports.csv")
 
 A prior run's ``prior/generator.json`` records the stage-1 autoencoder directory and the
 image representation (``prior.input``, ``image_size`` and the encoder configs), so the run
-dir alone rebuilds the whole chain; :meth:`ReportGenerator.from_run_dirs` takes both
+dir alone rebuilds the whole chain; :meth:`LanguageChain.from_run_dirs` takes both
 directories explicitly (e.g. after moving them).
 """
 
@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from cxr_irgen.data.imageio import IMAGE_SUFFIXES
 from cxr_irgen.errors import UserError
 from cxr_irgen.language.autoencoder import ReportAutoencoder
 from cxr_irgen.language.prior import PRIOR_FILE, PriorViT
@@ -27,7 +28,6 @@ from cxr_irgen.language.representation import ImageRepresentation, build_image_r
 from cxr_irgen.vision.loading import freeze
 
 GENERATOR_FILE = "generator.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff", ".bmp")
 
 
 def write_generator_config(prior_dir: Path, autoencoder_dir: Path, prior_cfg) -> Path:
@@ -47,7 +47,7 @@ def _prior_dir(path: Path) -> Path:
     raise UserError(f"{path} holds no trained prior ({PRIOR_FILE}): pass the run dir of `cxr-irgen train-language stage=prior`")
 
 
-class ReportGenerator:
+class LanguageChain:
     """Images (B, 1, H, W) in [0, 1] → reports, in batches; every module frozen and in eval mode."""
 
     def __init__(self, autoencoder: ReportAutoencoder, prior: PriorViT, representation: ImageRepresentation):
@@ -60,7 +60,7 @@ class ReportGenerator:
         self.representation = representation
 
     @classmethod
-    def from_run_dirs(cls, autoencoder_dir: str | Path | None, prior_dir: str | Path) -> "ReportGenerator":
+    def from_run_dirs(cls, autoencoder_dir: str | Path | None, prior_dir: str | Path) -> "LanguageChain":
         """Stage-1 and stage-2 run dirs; ``autoencoder_dir=None`` uses the one recorded by the prior run
         (or ``autoencoder/`` inside the prior run dir when one run dir holds both)."""
         prior_dir = _prior_dir(Path(prior_dir))
@@ -71,11 +71,11 @@ class ReportGenerator:
         return cls(ReportAutoencoder.from_pretrained(autoencoder_dir), PriorViT.from_pretrained(prior_dir), representation)
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path) -> "ReportGenerator":
+    def from_run_dir(cls, run_dir: str | Path) -> "LanguageChain":
         """A prior run dir (its ``generator.json`` names the autoencoder)."""
         return cls.from_run_dirs(None, run_dir)
 
-    def to(self, device: torch.device | str) -> "ReportGenerator":
+    def to(self, device: torch.device | str) -> "LanguageChain":
         for module in (self.autoencoder, self.prior, self.representation):
             module.to(device)
         return self
@@ -129,18 +129,17 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def generate_reports_for_folder(
     folder: str | Path,
-    generator: ReportGenerator,
+    generator: LanguageChain,
     out_csv: str | Path | None = None,
     batch_size: int = 16,
     **decode_kwargs,
 ) -> pd.DataFrame:
     """A report for every image in ``folder``: DataFrame (image, report), also written to ``out_csv`` when given.
 
-    ``decode_kwargs`` go to :meth:`ReportGenerator.__call__` (num_beams, do_sample, top_p, max_length).
+    ``decode_kwargs`` go to :meth:`LanguageChain.__call__` (num_beams, do_sample, top_p, max_length).
     """
-    from cxr_irgen.utils.progress import progress_bar
-
     from cxr_irgen.data.imageio import read_image
+    from cxr_irgen.utils.progress import progress_bar
 
     files = list_images(folder)
     size = generator.representation.image_size

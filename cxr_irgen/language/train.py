@@ -10,7 +10,7 @@ precision, atomic checkpoints, ``trainer.resume=latest``). Run-dir layout:
   ``tokenizer/`` (the tokenizer, written before training so a resumed run reuses it),
   ``metrics.json`` and ``reconstructions.csv`` (held-out reports and their reconstructions).
 - stage 2: ``prior/`` (:meth:`PriorViT.from_pretrained` + ``generator.json`` naming the
-  autoencoder and the image representation; :meth:`ReportGenerator.from_run_dir` reads it),
+  autoencoder and the image representation; :meth:`LanguageChain.from_run_dir` reads it),
   ``features.safetensors`` (cached encoder inputs and target embeddings), ``metrics.json``
   and ``reports.csv`` (held-out images' references and generated reports).
 """
@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cxr_irgen.errors import UserError
 from cxr_irgen.language.autoencoder import ReportAutoencoder, build_autoencoder
-from cxr_irgen.language.generate import ReportGenerator, write_generator_config
+from cxr_irgen.language.generate import LanguageChain, write_generator_config
 from cxr_irgen.language.prior import build_prior, prior_loss
 from cxr_irgen.language.representation import build_image_representation
 from cxr_irgen.language.tokenizer import token_length_summary
@@ -160,9 +160,9 @@ def _chunks(items: list, size: int):
 def encode_pairs(pairs, representation, autoencoder: ReportAutoencoder, batch_size: int, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over an ``ImageReportDataset``: frozen prior inputs (N, *shape) and target embeddings (N, d)."""
     from torch.utils.data import DataLoader
-    from cxr_irgen.utils.progress import progress_bar
 
     from cxr_irgen.data.datasets import collate
+    from cxr_irgen.utils.progress import progress_bar
 
     inputs, targets = [], []
     with torch.no_grad():
@@ -224,13 +224,13 @@ def train_prior(cfg: DictConfig) -> Path:
         validate = language_stage2(table, "validate")
         if int(cfg.evaluation.max_reports) and len(validate):
             pairs = ImageReportDataset(validate, sections, size, str(cfg.text), skip_bad)
-            generator = ReportGenerator(autoencoder, prior, representation)
+            generator = LanguageChain(autoencoder, prior, representation)
             metrics.update(evaluate_prior(generator, pairs, cfg.evaluation, out))
         _write_metrics(out, metrics)
     return out
 
 
-def evaluate_prior(generator: ReportGenerator, pairs, eval_cfg, out: Path) -> dict:
+def evaluate_prior(generator: LanguageChain, pairs, eval_cfg, out: Path) -> dict:
     """Held-out image/report pairs: embedding cosine to the true report's embedding, BLEU-4 of generated reports, ``reports.csv``."""
     from torch.utils.data import DataLoader, Subset
 

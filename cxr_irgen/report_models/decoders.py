@@ -1,21 +1,25 @@
 """Report decoders of the encoder × decoder study; each reads the projected visual memory (B, N, d_model).
 
-One YAML per decoder under ``configs/report_models/decoder/`` (``builder`` + arguments):
+One YAML per decoder under ``configs/report_models/decoder/`` (``builder`` + arguments); ``builder``
+names a class registered with ``@register_report_decoder``:
 
 - ``transformer`` :class:`TransformerReportDecoder`: vanilla post-norm Transformer decoder (8 heads, FFN 2048).
 - ``m2``          :class:`MeshedMemoryDecoder`: memory-augmented encoder (learned slots) + meshed decoder
   (sigmoid gates over every encoder layer's output), Cornia et al. 2020 as used by ifcc.
 - ``cnn_rnn_rnn`` :class:`HierarchicalLstmDecoder`: sentence LSTM (topic + stop) and word LSTM with
   visual-sentinel adaptive attention; loss ``stop_weight·BCE(stop) + CE(words)``.
+- ``r2gen``, ``r2gencmn``: :mod:`~cxr_irgen.report_models.r2gen`, :mod:`~cxr_irgen.report_models.r2gencmn`
+  (imported here so they register).
 
 Every decoder has ``loss(memory, targets)`` (targets (B, T) from :meth:`Vocabulary.encode`) and
 ``generate(memory, settings)`` (word ids per sample, through the one beam search).
+
+    decoder = build_report_decoder("transformer-tiny", vocab_size=len(vocab), max_positions=vocab.max_words + 2)
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,58 +27,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cxr_irgen.errors import UserError
+from cxr_irgen.report_models import r2gen, r2gencmn  # noqa: F401  (they register "r2gen" and "r2gencmn")
 from cxr_irgen.report_models.beam_search import BeamSettings, beam_search
-from cxr_irgen.report_models.encoders import model_config
+from cxr_irgen.report_models.configs import report_model_config
+from cxr_irgen.report_models.decoder_base import DECODER_BUILDERS, TokenDecoder, WordEmbedding, causal_mask, next_word_loss, register_report_decoder
 from cxr_irgen.report_models.vocabulary import BOS, EOS, PAD
+from cxr_irgen.utils.registry import config_names
+
+DECODER_CONFIGS = "report_models/decoder"
 
 
-def next_word_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of logits (B, T-1, V) for inputs ``targets[:, :-1]`` against ``targets[:, 1:]``, padding ignored."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets[:, 1:].flatten(), ignore_index=PAD)
-
-
-def causal_mask(length: int, device: torch.device) -> torch.Tensor:
-    """(T, T) bool, True above the diagonal (future positions hidden)."""
-    return torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
-
-
-class WordEmbedding(nn.Module):
-    """Word ids (B, T) → scaled embeddings + learned positions (B, T, d)."""
-
-    def __init__(self, vocab_size: int, d_model: int, max_positions: int, dropout: float):
-        super().__init__()
-        self.words = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
-        self.positions = nn.Embedding(max_positions, d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.scale = math.sqrt(d_model)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.shape[1] > self.positions.num_embeddings:
-            raise UserError(f"{tokens.shape[1]} tokens exceed the decoder's {self.positions.num_embeddings} positions: lower max_length")
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
-        return self.dropout(self.words(tokens) * self.scale + self.positions(positions))
-
-
-class TokenDecoder(nn.Module):
-    """Decoders that score every next word from the whole prefix: subclasses give ``prepare`` and ``logits``."""
-
-    def prepare(self, memory: torch.Tensor) -> Any:
-        """What :meth:`logits` reads besides the tokens (tensors with batch first); the memory itself by default."""
-        return memory
-
-    def logits(self, tokens: torch.Tensor, context: Any) -> torch.Tensor:
-        raise NotImplementedError
-
-    def loss(self, memory: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return next_word_loss(self.logits(targets[:, :-1], self.prepare(memory)), targets)
-
-    def generate(self, memory: torch.Tensor, settings: BeamSettings) -> list[list[int]]:
-        def step(tokens, context):
-            return torch.log_softmax(self.logits(tokens, context)[:, -1].float(), dim=-1), context
-
-        return beam_search(step, self.prepare(memory), memory.shape[0], settings, memory.device)
-
-
+@register_report_decoder("transformer")
 class TransformerReportDecoder(TokenDecoder):
     """Post-norm Transformer decoder over the visual memory; ``max_positions`` = longest report + 2."""
 
@@ -145,6 +108,7 @@ class MeshedDecoderLayer(nn.Module):
         return self.norm3(y + self.dropout(self.feed_forward(y)))
 
 
+@register_report_decoder("m2")
 class MeshedMemoryDecoder(TokenDecoder):
     """M2 Transformer: memory-augmented encoder layers over the visual memory, meshed decoder layers over all of them."""
 
@@ -191,6 +155,7 @@ class SentinelAttention(nn.Module):
         return (weights[:, :-1].unsqueeze(-1) * memory).sum(1) + weights[:, -1:] * sentinel
 
 
+@register_report_decoder("cnn_rnn_rnn")
 class HierarchicalLstmDecoder(nn.Module):
     """CNN-RNN-RNN: a sentence LSTM over the mean visual vector emits a topic and a stop logit per sentence; a word
     LSTM (input: previous word + topic) with sentinel attention writes each sentence. A report ends at the first
@@ -300,29 +265,28 @@ class HierarchicalLstmDecoder(nn.Module):
         return [r[: settings.max_length] for r in reports]
 
 
-BUILDERS = {"transformer": TransformerReportDecoder, "m2": MeshedMemoryDecoder, "cnn_rnn_rnn": HierarchicalLstmDecoder}
+def list_report_decoders() -> list[str]:
+    """The decoder names, one per YAML in ``configs/report_models/decoder/`` (``transformer``, ``r2gen-tiny``, ...)."""
+    return config_names(DECODER_CONFIGS)
 
 
-def build_decoder(cfg: DictConfig, vocab_size: int, max_positions: int, sentence_end: int) -> nn.Module:
+def build_report_decoder(name: str, vocab_size: int, max_positions: int, sentence_end: int | None = None, **overrides) -> nn.Module:
+    """Decoder ``name`` (a YAML in ``configs/report_models/decoder/``) with ``overrides``, random init, for a vocabulary
+    of ``vocab_size`` words and reports of up to ``max_positions`` tokens; ``sentence_end`` is the id of the
+    sentence-ending word (needed by ``cnn_rnn_rnn``)."""
+    return build_decoder(report_model_config("decoder", name, overrides), vocab_size, max_positions, sentence_end)
+
+
+def build_decoder(cfg: DictConfig, vocab_size: int, max_positions: int, sentence_end: int | None = None) -> nn.Module:
     """A decoder from its config (``builder`` + arguments) for a vocabulary of ``vocab_size``."""
     args = OmegaConf.to_container(cfg, resolve=True)
-    builder = args.pop("builder", None)
+    builder = DECODER_BUILDERS.get(args.pop("builder", None))
     args.pop("name", None)
-    if builder in ("r2gen", "r2gencmn"):  # R2Gen and R2GenCMN build on TokenDecoder, so they register lazily (no import cycle)
-        from cxr_irgen.report_models.r2gen import R2GenDecoder
-        from cxr_irgen.report_models.r2gencmn import R2GenCMNDecoder
-
-        BUILDERS.update(r2gen=R2GenDecoder, r2gencmn=R2GenCMNDecoder)
-    if builder not in BUILDERS:
-        raise UserError(f"decoder builder={builder!r}: use one of {', '.join(BUILDERS)}")
-    if builder == "cnn_rnn_rnn":
+    if builder is HierarchicalLstmDecoder:
+        if sentence_end is None:
+            raise UserError(f"decoder {cfg.get('name')}: a hierarchical decoder needs the vocabulary's sentence_end id")
         args["sentence_end"] = sentence_end
     try:
-        return BUILDERS[builder](vocab_size=vocab_size, max_positions=max_positions, **args)
+        return builder(vocab_size=vocab_size, max_positions=max_positions, **args)
     except TypeError as err:
         raise UserError(f"decoder {cfg.get('name')}: {err}") from None
-
-
-def decoder_config(name: str, overrides: dict | DictConfig | None = None) -> DictConfig:
-    """``configs/report_models/decoder/<name>.yaml`` merged with ``overrides``."""
-    return model_config("decoder", name, overrides)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,13 +43,12 @@ from cxr_irgen.data.datasets import ImageReportDataset, collate
 from cxr_irgen.data.labels import CHEXPERT_LABELS, POSITIVE
 from cxr_irgen.errors import UserError
 from cxr_irgen.report_models.auc_loss import AUCMarginLoss
-from cxr_irgen.report_models.encoders import (
-    ENCODER_FILE, ClassifierPairEncoder, ClipGridEncoder, ClusterClipEncoder, build_clip, build_encoder_from_config, clip_contrastive_loss,
-    model_config,
-)
+from cxr_irgen.report_models.configs import report_model_config
+from cxr_irgen.report_models.encoders import ENCODER_FILE, ClassifierPairEncoder, ClipGridEncoder, ClusterClipEncoder, build_clip, build_encoder_from_config, clip_contrastive_loss
 from cxr_irgen.report_models.fine_labels import FineLabels
 from cxr_irgen.report_models.train import config_args, report_pairs
 from cxr_irgen.report_models.weights import load_strict
+from cxr_irgen.utils.files import replace_dir
 from cxr_irgen.utils.rundir import run_dir
 from cxr_irgen.utils.training import make_accelerator, train
 
@@ -247,13 +245,11 @@ class Selection:
         save_file(self.weights, str(partial / ENCODER_FILE))
         state = {"parts": self.parts, "patience": self.patience, "history": self.history, "best": self.best, "stale": self.stale, "stopped": self.stopped}
         (partial / "state.json").write_text(json.dumps(state, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
-        return final
+        return replace_dir(partial, final)
 
 
 def _targets(pairs: ImageReportDataset, table: pd.DataFrame, fine: FineLabels | None, clusters: bool) -> dict[str, torch.Tensor]:
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.labeler import label_reports
 
     extra: dict[str, torch.Tensor] = {}
     if fine is not None:
@@ -280,7 +276,7 @@ def run(cfg: DictConfig) -> Path:
     loss = str(cfg.loss)
     if loss not in LOSSES:
         raise UserError(f"loss={loss!r}: use one of {', '.join(LOSSES)}")
-    encoder_cfg = model_config("encoder", str(cfg.encoder), {**config_args(cfg.get("encoder_args")), "frozen": False})
+    encoder_cfg = report_model_config("encoder", str(cfg.encoder), {**config_args(cfg.get("encoder_args")), "frozen": False})
     builder = str(encoder_cfg.get("builder"))
     if builder not in ("classifier_pair", "clip_grid", "cluster_clip"):
         raise UserError(f"encoder={cfg.encoder}: train-report-encoder pre-trains fve, cve or ccve; dve trains with its decoder (train-report-model)")

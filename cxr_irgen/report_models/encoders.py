@@ -1,7 +1,7 @@
 """Image encoders of the encoder × decoder study: images (B, 1, H, W) in [0, 1] → visual tokens (B, N, C).
 
 One YAML per encoder under ``configs/report_models/encoder/`` (open_clip/timm style); the
-``builder`` key picks the class, the other keys are its arguments:
+``builder`` key picks a class registered with ``@register_report_encoder``, the other keys are its arguments:
 
 - ``dve``  :class:`TimmGridEncoder`: timm DenseNet-121 grid, trained end to end.
 - ``fve``  :class:`ClassifierPairEncoder`: two frozen ConvNeXt-small classifiers (coarse, fine-grained) with heads
@@ -19,13 +19,13 @@ weights: a file, a folder or a hub id such as ``hf-hub:timm/convnext_small.fb_in
 checkpoint (these backbones are headless) and, from a whole CLIP checkpoint, all but ``visual.*``.
 FVE's ``pretrained`` initialises both classifiers (ImageNet init in the paper).
 
-    encoder = build_encoder("dve-tiny", image_size=64)
+    list_report_encoders()                        # ["ccve", "ccve-tiny", ..., "resnet101"]
+    encoder = build_report_encoder("dve-tiny", image_size=64)
     tokens = encoder(images)                      # (B, encoder.num_tokens, encoder.width)
 """
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +35,18 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cxr_irgen.errors import UserError
+from cxr_irgen.report_models.configs import report_model_config
 from cxr_irgen.report_models.weights import load_strict, read_weights, resolve_weights
+from cxr_irgen.utils.registry import Registry, config_names
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
 ENCODER_FILE = "encoder.safetensors"
 BACKBONE_FILES = ("model.safetensors", "open_clip_model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin")
-
-
-def model_config(group: str, name: str, overrides: dict | DictConfig | None = None) -> DictConfig:
-    """``configs/report_models/<group>/<name>.yaml`` merged with ``overrides``; a UserError lists the names."""
-    folder = resources.files("cxr_irgen.configs") / "report_models" / group
-    names = sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
-    if name not in names:
-        raise UserError(f"{group}={name!r}: use one of {', '.join(names)}")
-    base = OmegaConf.create((folder / f"{name}.yaml").read_text())
-    return OmegaConf.merge(base, overrides or {})
+ENCODER_CONFIGS = "report_models/encoder"
+ENCODER_BUILDERS = Registry("report encoder builder")
+register_report_encoder = ENCODER_BUILDERS.register
 
 
 class VisualEncoder(nn.Module):
@@ -105,6 +100,7 @@ def build_timm(model_name: str, kwargs: dict | None = None, num_classes: int = 0
     return timm.create_model(str(model_name), pretrained=False, num_classes=int(num_classes), **dict(kwargs or {}))
 
 
+@register_report_encoder("timm_grid")
 class TimmGridEncoder(VisualEncoder):
     """DVE: a timm backbone's ``forward_features`` grid (B, h·w, C)."""
 
@@ -117,6 +113,7 @@ class TimmGridEncoder(VisualEncoder):
         return grid_tokens(self.backbone.forward_features(pixels))
 
 
+@register_report_encoder("classifier_pair")
 class ClassifierPairEncoder(VisualEncoder):
     """FVE: coarse and fine-grained classifiers' grids, concatenated → (B, h·w + h'·w', C); frozen."""
 
@@ -149,6 +146,7 @@ def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: 
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
+@register_report_encoder("clip_grid")
 class ClipGridEncoder(VisualEncoder):
     """CVE: the CLIP ResNet visual tower without its attention pool → grid (B, h·w, C)."""
 
@@ -189,6 +187,7 @@ class ClusterStem(nn.Module):
         return out.view(out.shape[0], self.clusters, 3, *out.shape[-2:])
 
 
+@register_report_encoder("cluster_clip")
 class ClusterClipEncoder(VisualEncoder):
     """CCVE: K filtered images, each through the CLIP visual tower with its attention pool → (B, K, D)."""
 
@@ -208,26 +207,25 @@ class ClusterClipEncoder(VisualEncoder):
         return self.visual(slices.flatten(0, 1)).view(b, k, -1)
 
 
-BUILDERS = {"timm_grid": TimmGridEncoder, "classifier_pair": ClassifierPairEncoder, "clip_grid": ClipGridEncoder, "cluster_clip": ClusterClipEncoder}
+def list_report_encoders() -> list[str]:
+    """The encoder names, one per YAML in ``configs/report_models/encoder/`` (``dve``, ``dve-tiny``, ...)."""
+    return config_names(ENCODER_CONFIGS)
 
 
-def build_encoder(name: str, overrides: dict | DictConfig | None = None) -> VisualEncoder:
-    """Encoder ``name`` (a file in configs/report_models/encoder/) with ``overrides``; weights loaded strictly."""
-    cfg = model_config("encoder", name, overrides)
-    return build_encoder_from_config(cfg)
+def build_report_encoder(name: str, **overrides) -> VisualEncoder:
+    """Encoder ``name`` (a YAML in ``configs/report_models/encoder/``) with ``overrides``; weights loaded strictly."""
+    return build_encoder_from_config(report_model_config("encoder", name, overrides))
 
 
 def build_encoder_from_config(cfg: DictConfig) -> VisualEncoder:
     args: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
-    builder = args.pop("builder", None)
-    if builder not in BUILDERS:
-        raise UserError(f"encoder builder={builder!r}: use one of {', '.join(BUILDERS)}")
+    builder = ENCODER_BUILDERS.get(args.pop("builder", None))
     args.pop("name", None)
     pretrained, checkpoint = args.pop("pretrained", None), args.pop("checkpoint", None)
     pretrained_file = resolve_weights(pretrained, BACKBONE_FILES) if pretrained else None  # found before the model is built
     checkpoint_file = encoder_weights_path(checkpoint) if checkpoint else None
     try:
-        encoder = BUILDERS[builder](**args)
+        encoder = builder(**args)
     except TypeError as err:
         raise UserError(f"encoder {cfg.get('name')}: {err}") from None
     if pretrained_file:

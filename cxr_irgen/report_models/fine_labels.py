@@ -25,7 +25,7 @@ import pandas as pd
 
 from cxr_irgen.data.labels import CHEXPERT_LABELS, POSITIVE
 from cxr_irgen.errors import UserError
-from cxr_irgen.eval.labeler import PATTERNS, classify_mention, normalise, split_clauses
+from cxr_irgen.text.labeler import PATTERNS, classify_mention, normalise, split_clauses
 
 MODIFIERS: dict[str, tuple[str, ...]] = {
     "severity": ("minimal", "mild", "moderate", "severe", "marked", "trace", "extensive", "subtle"),

@@ -1,15 +1,12 @@
 """One interface for every report generator: images → reports, batched and seeded.
 
-    generator = load_report_generator("outputs/train_report_model/RUN")   # any kind of report run
     reports = generator(images, batch_size=16, seed=0, num_beams=4)        # images (B, 1, H, W) in [0, 1]
-    generator.save_pretrained("exported/")                                  # and load_report_generator("exported/")
+    generator.save_pretrained("exported/")
 
 A saved generator is a directory with ``report_generator.json`` (``{"kind": ...}`` plus what
 that kind records) next to its weights. Each kind registers its class with
-:func:`register_generator`; :func:`load_report_generator` reads the kind and calls that
-class's ``from_pretrained``. A run dir works too: the generator is looked for in the run dir
-itself and in its ``report_model/`` folder; a CXR-IRGen prior run (``train-language
-stage=prior``) loads through :mod:`cxr_irgen.report_models.language_adapter`.
+``@register_report_generator("kind")``; :func:`cxr_irgen.report_models.factory.load_report_generator`
+reads the kind and calls that class's ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -22,19 +19,20 @@ from typing import Any, ClassVar
 import torch
 
 from cxr_irgen.errors import UserError
+from cxr_irgen.utils.registry import Registry
 
 GENERATOR_FILE = "report_generator.json"
 RUN_SUBDIR = "report_model"
-_GENERATORS: dict[str, type["ReportGenerator"]] = {}
+# "cxr-irgen" is the kind CXR-IRGen language runs recorded before it was named "cxr-irgen-language"
+REPORT_GENERATORS = Registry("report generator", aliases={"cxr-irgen": "cxr-irgen-language"})
 
 
-def register_generator(kind: str):
+def register_report_generator(kind: str):
     """Class decorator: ``kind`` in ``report_generator.json`` loads with this class."""
 
     def add(cls: type["ReportGenerator"]) -> type["ReportGenerator"]:
         cls.kind = kind
-        _GENERATORS[kind] = cls
-        return cls
+        return REPORT_GENERATORS.register(kind)(cls)
 
     return add
 
@@ -124,33 +122,3 @@ def generator_kind(directory: str | Path) -> str:
         return str(json.loads(path.read_text())["kind"])
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"{path}: not a readable report-generator record ({err})") from None
-
-
-# modules that register report-generator kinds on import; a new kind adds its module here
-KIND_MODULES = ["cxr_irgen.report_models.language_adapter", "cxr_irgen.report_models.model", "cxr_irgen.report_models.repair"]
-
-
-def _import_kinds() -> None:
-    """Import the modules that register kinds (each registers on import)."""
-    import importlib
-
-    for module in KIND_MODULES:
-        importlib.import_module(module)
-
-
-def load_report_generator(path: str | Path) -> ReportGenerator:
-    """Any saved report generator or report run dir → its :class:`ReportGenerator` (weights strictly loaded); call it
-    with images (B, 1, H, W) in [0, 1] → B report strings."""
-    _import_kinds()
-    from cxr_irgen.report_models.language_adapter import CxrIrgenReportGenerator, is_prior_run
-
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"report generator {path} does not exist")
-    if is_prior_run(path) and not (path / GENERATOR_FILE).is_file():
-        return CxrIrgenReportGenerator.from_run_dir(path)
-    directory = find_generator_dir(path)
-    kind = generator_kind(directory)
-    if kind not in _GENERATORS:
-        raise UserError(f"{directory}: unknown report-generator kind {kind!r}; known: {', '.join(sorted(_GENERATORS))}")
-    return _GENERATORS[kind].from_pretrained(directory)

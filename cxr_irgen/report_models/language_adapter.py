@@ -16,9 +16,9 @@ import torch
 
 from cxr_irgen.errors import UserError
 from cxr_irgen.language.generate import GENERATOR_FILE as PRIOR_GENERATOR_FILE
-from cxr_irgen.language.generate import ReportGenerator as LanguageChain
+from cxr_irgen.language.generate import LanguageChain
 from cxr_irgen.language.prior import PRIOR_FILE
-from cxr_irgen.report_models.interface import ReportGenerator, register_generator
+from cxr_irgen.report_models.interface import ReportGenerator, register_report_generator
 
 LANGUAGE_DEFAULTS = {"num_beams": 1, "do_sample": False, "top_p": 0.9, "max_length": 128, "no_repeat_ngram_size": 0}
 
@@ -29,9 +29,9 @@ def is_prior_run(path: str | Path) -> bool:
     return (path / PRIOR_FILE).is_file() or (path / "prior" / PRIOR_FILE).is_file()
 
 
-@register_generator("cxr-irgen")
+@register_report_generator("cxr-irgen-language")
 class CxrIrgenReportGenerator(ReportGenerator):
-    """Wraps :class:`cxr_irgen.language.generate.ReportGenerator` (the chain) behind the shared interface."""
+    """Wraps :class:`cxr_irgen.language.generate.LanguageChain` behind the shared interface."""
 
     def __init__(self, chain: LanguageChain, representation_record: dict):
         self.chain = chain

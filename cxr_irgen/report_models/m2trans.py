@@ -93,13 +93,14 @@ def run(cfg: DictConfig) -> Path:
     """``train-label-encoder``: train ``cfg.encoder`` with the 14×3 head on the train split's labels; save the encoder."""
     from cxr_irgen.data.adapters import load_sections, load_table
     from cxr_irgen.data.datasets import collate
-    from cxr_irgen.report_models.encoders import build_encoder_from_config, model_config
+    from cxr_irgen.report_models.configs import report_model_config
+    from cxr_irgen.report_models.encoders import build_encoder_from_config
     from cxr_irgen.report_models.train import config_args, report_pairs
     from cxr_irgen.utils.rundir import run_dir
     from cxr_irgen.utils.training import make_accelerator, train
 
     out = run_dir(cfg)
-    encoder = build_encoder_from_config(model_config("encoder", str(cfg.encoder), {**config_args(cfg.get("encoder_args")), "frozen": False}))
+    encoder = build_encoder_from_config(report_model_config("encoder", str(cfg.encoder), {**config_args(cfg.get("encoder_args")), "frozen": False}))
     table = load_table(cfg.data)
     sections = load_sections(table, cfg.data)
     by_image = table.set_index("dicom_id")[list(CHEXPERT_LABELS)]

@@ -21,9 +21,10 @@ from torch import nn
 
 from cxr_irgen.errors import UserError
 from cxr_irgen.report_models.beam_search import BeamSettings
-from cxr_irgen.report_models.decoders import build_decoder, decoder_config
-from cxr_irgen.report_models.encoders import VisualEncoder, build_encoder_from_config, model_config
-from cxr_irgen.report_models.interface import ReportGenerator, register_generator
+from cxr_irgen.report_models.configs import report_model_config
+from cxr_irgen.report_models.decoders import build_decoder
+from cxr_irgen.report_models.encoders import VisualEncoder, build_encoder_from_config
+from cxr_irgen.report_models.interface import GENERATOR_FILE, ReportGenerator, register_report_generator
 from cxr_irgen.report_models.projection import VisualProjection
 from cxr_irgen.report_models.vocabulary import Vocabulary
 from cxr_irgen.report_models.weights import load_strict, read_weights
@@ -82,8 +83,8 @@ class ReportModel(nn.Module):
 def build_report_model(encoder: str | DictConfig, decoder: str | DictConfig, vocab: Vocabulary,
                        encoder_overrides: dict | None = None, decoder_overrides: dict | None = None, projection_dropout: float = 0.1) -> ReportModel:
     """Encoder and decoder by config name (or config) for ``vocab``; the encoder's width sizes the projection."""
-    encoder_cfg = model_config("encoder", encoder, encoder_overrides) if isinstance(encoder, str) else encoder
-    decoder_cfg = decoder_config(decoder, decoder_overrides) if isinstance(decoder, str) else decoder
+    encoder_cfg = report_model_config("encoder", encoder, encoder_overrides) if isinstance(encoder, str) else encoder
+    decoder_cfg = report_model_config("decoder", decoder, decoder_overrides) if isinstance(decoder, str) else decoder
     visual = build_encoder_from_config(encoder_cfg)
     text = build_decoder(decoder_cfg, len(vocab), vocab.max_words + 2, vocab.sentence_end)
     return ReportModel(visual, text, encoder_cfg, decoder_cfg, projection_dropout)
@@ -92,7 +93,7 @@ def build_report_model(encoder: str | DictConfig, decoder: str | DictConfig, voc
 DECODE_DEFAULTS = {"num_beams": 4, "max_length": 128, "length_penalty": 0.0, "block_trigrams": False}
 
 
-@register_generator("encoder-decoder")
+@register_report_generator("encoder-decoder")
 class EncoderDecoderGenerator(ReportGenerator):
     """A trained :class:`ReportModel` and its vocabulary behind the shared interface (beam search decoding)."""
 
@@ -149,8 +150,6 @@ class EncoderDecoderGenerator(ReportGenerator):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "EncoderDecoderGenerator":
         import json
-
-        from cxr_irgen.report_models.interface import GENERATOR_FILE
 
         directory = Path(directory)
         record = json.loads((directory / GENERATOR_FILE).read_text())

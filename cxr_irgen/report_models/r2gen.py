@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.report_models.decoders import TokenDecoder, causal_mask
+from cxr_irgen.report_models.decoder_base import TokenDecoder, causal_mask, register_report_decoder
 from cxr_irgen.report_models.vocabulary import PAD
 
 
@@ -122,6 +122,7 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
     return table
 
 
+@register_report_decoder("r2gen")
 class R2GenDecoder(TokenDecoder):
     """R2Gen behind the decoder interface: projected visual memory (B, N, d) → Transformer encoder → RM + MCLN decoder.
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.report_models.decoders import TokenDecoder, causal_mask
+from cxr_irgen.report_models.decoder_base import TokenDecoder, causal_mask, register_report_decoder
 from cxr_irgen.report_models.r2gen import sinusoidal_positions
 from cxr_irgen.report_models.vocabulary import PAD
 
@@ -50,6 +50,7 @@ class CrossModalMemory(nn.Module):
         return self.out(response.transpose(1, 2).reshape(b, length, d))
 
 
+@register_report_decoder("r2gencmn")
 class R2GenCMNDecoder(TokenDecoder):
     """R2GenCMN behind the decoder interface: ``logits(tokens (B, T), encoded (B, N, d)) -> (B, T, V)``.
 

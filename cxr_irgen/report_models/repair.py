@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.report_models.encoders import VisualEncoder, build_clip, clip_contrastive_loss, model_config
-from cxr_irgen.report_models.interface import GENERATOR_FILE, RUN_SUBDIR, ReportGenerator, register_generator
+from cxr_irgen.report_models.configs import report_model_config
+from cxr_irgen.report_models.encoders import VisualEncoder, build_clip, clip_contrastive_loss
+from cxr_irgen.report_models.interface import GENERATOR_FILE, RUN_SUBDIR, ReportGenerator, register_report_generator
 from cxr_irgen.report_models.retrieval import CorpusIndex, select_reports
 from cxr_irgen.report_models.weights import load_strict, read_weights
 
@@ -65,7 +66,7 @@ class RetrievalClip(VisualEncoder):
         return clip_contrastive_loss(images, texts, self.clip.logit_scale)
 
 
-@register_generator("repair")
+@register_report_generator("repair")
 class RepairGenerator(ReportGenerator):
     """Fine-tuned CLIP image tower + corpus index; decoding options ``k`` (1–6) and ``select``."""
 
@@ -146,7 +147,7 @@ def run(cfg: DictConfig) -> Path:
     from cxr_irgen.utils.rundir import run_dir
     from cxr_irgen.utils.training import make_accelerator, train
 
-    clip_cfg = OmegaConf.to_container(model_config("clip", str(cfg.clip), cfg.get("clip_args")), resolve=True)
+    clip_cfg = OmegaConf.to_container(report_model_config("clip", str(cfg.clip), cfg.get("clip_args")), resolve=True)
     pretrained, image_size = clip_cfg.pop("pretrained", None), int(clip_cfg.pop("image_size"))
     out = run_dir(cfg)
     table = load_table(cfg.data)

@@ -148,6 +148,6 @@ def select_reports(top1: Sequence[str], top6: Sequence[str], label_fn: Callable[
     if len(top1) != len(top6):
         raise ValueError(f"lengths differ: {len(top1)} top-1 and {len(top6)} top-6 reports")
     if label_fn is None:
-        from cxr_irgen.eval.labeler import label_reports as label_fn
+        from cxr_irgen.text.labeler import label_reports as label_fn
     no_finding = np.asarray(label_fn(list(top1)))[:, NO_FINDING] == 1.0
     return [one if normal else six for one, six, normal in zip(top1, top6, no_finding)]

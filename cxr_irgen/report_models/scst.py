@@ -87,7 +87,7 @@ def scst_loss(logits_fn: LogitsFn, references: Sequence[str], decode: Callable[[
 class LabelerF1Reward:
     """Per-report F1 of the labeler's positive observations (14, No Finding included) against the reference's.
 
-    ``mapping`` is a :func:`cxr_irgen.eval.chexpert_f1.binarise` name; a pair with no positive on
+    ``mapping`` is a :func:`cxr_irgen.text.chexpert_f1.binarise` name; a pair with no positive on
     either side scores 1. Reference labels are cached, as they are the same every epoch.
     """
 
@@ -96,8 +96,8 @@ class LabelerF1Reward:
         self._reference_cache: dict[str, np.ndarray] = {}
 
     def _labels(self, texts: Sequence[str]) -> np.ndarray:
-        from cxr_irgen.eval.chexpert_f1 import binarise
-        from cxr_irgen.eval.labeler import label_reports
+        from cxr_irgen.text.chexpert_f1 import binarise
+        from cxr_irgen.text.labeler import label_reports
 
         return binarise(label_reports(list(texts), backend=self.backend), self.mapping)
 
@@ -171,8 +171,9 @@ def run(cfg) -> Path:
 
     from cxr_irgen.data.adapters import load_sections, load_table
     from cxr_irgen.data.datasets import collate
-    from cxr_irgen.report_models.decoders import TokenDecoder
-    from cxr_irgen.report_models.interface import RUN_SUBDIR, load_report_generator
+    from cxr_irgen.report_models.decoder_base import TokenDecoder
+    from cxr_irgen.report_models.factory import load_report_generator
+    from cxr_irgen.report_models.interface import RUN_SUBDIR
     from cxr_irgen.report_models.model import EncoderDecoderGenerator
     from cxr_irgen.report_models.train import config_args, evaluate_heldout, loss_summary, report_pairs
     from cxr_irgen.report_models.vocabulary import BOS, EOS, PAD

@@ -29,9 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxr_irgen.data.datasets import ImageReportDataset, StudyReportDataset, collate
 from cxr_irgen.errors import UserError
+from cxr_irgen.report_models.configs import report_model_config
 from cxr_irgen.report_models.interface import RUN_SUBDIR
-from cxr_irgen.report_models.decoders import decoder_config
-from cxr_irgen.report_models.encoders import model_config
 from cxr_irgen.report_models.model import EncoderDecoderGenerator, ReportModel, build_report_model, study_tokens
 from cxr_irgen.report_models.vocabulary import VOCABULARY_FILE, Vocabulary
 from cxr_irgen.utils.rundir import run_dir
@@ -125,8 +124,8 @@ def run(cfg: DictConfig) -> Path:
     from cxr_irgen.data.adapters import load_sections, load_table
 
     out = run_dir(cfg)
-    image_size = int(model_config("encoder", str(cfg.encoder), config_args(cfg.get("encoder_args"))).image_size)
-    decoder_config(str(cfg.decoder))  # names checked before any data or model loads
+    image_size = int(report_model_config("encoder", str(cfg.encoder), config_args(cfg.get("encoder_args"))).image_size)
+    report_model_config("decoder", str(cfg.decoder))  # names checked before any data or model loads
     table = load_table(cfg.data)
     sections = load_sections(table, cfg.data)
     accelerator = make_accelerator(cfg.trainer, int(cfg.seed))
@@ -172,8 +171,8 @@ def evaluate_heldout(generator: EncoderDecoderGenerator, pairs: ImageReportDatas
     """Reports for up to ``max_reports`` held-out images: ``reports.csv`` and BLEU/ROUGE-L/CIDEr-D + CheXpert F1 (rules labeler)."""
     from torch.utils.data import Subset
 
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1_reports
-    from cxr_irgen.eval.text_metrics import text_metrics
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1_reports
+    from cxr_irgen.text.text_metrics import text_metrics
 
     subset = Subset(pairs, range(min(len(pairs), int(eval_cfg.max_reports))))
     rows = []

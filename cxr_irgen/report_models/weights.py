@@ -16,7 +16,6 @@ from torch import nn
 
 from cxr_irgen.errors import UserError
 
-
 HUB_PREFIX = "hf-hub:"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 

@@ -11,7 +11,6 @@ never leaves a half-written checkpoint where ``resume=latest`` would pick it up.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from cxr_irgen.errors import UserError
+from cxr_irgen.utils.files import replace_dir
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -88,8 +88,7 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, model, optimizer, sch
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (partial / "state.json").write_text(json.dumps(state, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
+        replace_dir(partial, final)
         for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

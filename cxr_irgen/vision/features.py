@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
-from cxr_irgen.utils.progress import progress_bar
 
 from cxr_irgen.data.datasets import item_seed
 from cxr_irgen.data.imageio import read_image
 from cxr_irgen.data.labels import CHEXPERT_LABELS, labels_to_prompt, parse_labels
 from cxr_irgen.data.reference import EXCLUDE_RULES, ReferenceIndex
 from cxr_irgen.errors import UserError
+from cxr_irgen.utils.progress import progress_bar
 from cxr_irgen.vision.model import FrozenEncoders
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ def load_pretrained(cls, source: str, subfolder: str | None, files: str, **kwarg
         kwargs["subfolder"] = subfolder
     try:
         return cls.from_pretrained(str(source), **kwargs)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         hint = " ".join(str(err).split())[:160]
         raise UserError(f"cannot load {cls.__name__} from {source!r}: place {files} under {where}/ (or give a reachable hub id); cause: {hint}") from None
 

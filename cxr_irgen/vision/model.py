@@ -4,6 +4,9 @@
 Saved layout (``<run_dir>/model/``): ``backbone/`` (diffusers ``save_pretrained``: config.json +
 diffusion_pytorch_model.safetensors), ``conditioning.safetensors`` and ``model.yaml`` (the
 resolved ``vision/model`` config, which names or seeds the frozen encoders).
+
+    list_vision_models()                                   # ["unet-sd14", ..., "unet-tiny", "uvit-tiny"]
+    cfg, encoders, model = build_vision_model("unet-tiny", image_size=32)   # random init of the trainable part
 """
 
 from __future__ import annotations
@@ -15,17 +18,21 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cxr_irgen.errors import UserError
+from cxr_irgen.utils.registry import config_names
+from cxr_irgen.vision import uvit  # noqa: F401  (registers the "uvit" backbone)
+from cxr_irgen.vision.backbones import VISION_BACKBONES
 from cxr_irgen.vision.codec import build_vae
 from cxr_irgen.vision.conditioning import Conditioning, build_conditioning, space_outputs
 from cxr_irgen.vision.encoders import build_clip_image_encoder, build_text_encoder
-from cxr_irgen.vision.loading import load_pretrained, plain, seeded_init
+from cxr_irgen.vision.loading import plain
 from cxr_irgen.vision.schedules import BackboneTime, scheduler_kwargs
 
 MODEL_DIR = "model"
 BACKBONE_DIR = "backbone"
-BACKBONE_WEIGHTS = "diffusion_pytorch_model.safetensors"
 CONDITIONING_WEIGHTS = "conditioning.safetensors"
 MODEL_CONFIG = "model.yaml"
+MODEL_CONFIGS = "vision/model"
+SHARED_BASE = "base"  # vision/model/base.yaml: the defaults every model config starts from, not a model
 
 
 class FrozenEncoders(nn.Module):
@@ -90,7 +97,7 @@ class VisionModel(nn.Module):
         return out_dir
 
 
-def model_config(name: str, overrides: list[str] = ()) -> DictConfig:
+def vision_model_config(name: str, overrides: list[str] = ()) -> DictConfig:
     """The ``vision/model`` config ``name`` (e.g. ``unet-tiny``) composed from the packaged configs."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -115,30 +122,28 @@ def build_encoders(cfg: DictConfig) -> FrozenEncoders:
 
 
 def build_backbone(cfg: DictConfig, cond_dim: int, num_tokens: int) -> nn.Module:
-    """``cfg.kind``: ``unet`` (UNet2DConditionModel: pretrained hub id/dir + subfolder, or ``config``) or
-    ``uvit`` (``checkpoint``: official U-ViT .pth; ``pretrained``: a saved dir; or ``config``)."""
-    from diffusers import UNet2DConditionModel
-
-    from cxr_irgen.vision.uvit import UViT
-
-    seed = cfg.get("init_seed", 0)
-    if cfg.kind == "unet":
-        if cfg.get("pretrained"):
-            unet = load_pretrained(UNet2DConditionModel, cfg.pretrained, cfg.get("subfolder"), f"config.json and {BACKBONE_WEIGHTS}")
-            if unet.config.cross_attention_dim != cond_dim:
-                raise UserError(f"U-Net cross_attention_dim {unet.config.cross_attention_dim} != condition width {cond_dim}: use a text encoder of width {unet.config.cross_attention_dim}")
-            return unet
-        return seeded_init(lambda: UNet2DConditionModel(**plain(cfg.config), cross_attention_dim=cond_dim), seed)
-    if cfg.kind == "uvit":
-        if cfg.get("checkpoint"):
-            return UViT.from_uvit_checkpoint(cfg.checkpoint, cond_dim=cond_dim, num_condition_tokens=num_tokens)
-        if cfg.get("pretrained"):
-            return load_pretrained(UViT, cfg.pretrained, cfg.get("subfolder"), f"config.json and {BACKBONE_WEIGHTS}")
-        return seeded_init(lambda: UViT(**plain(cfg.config), cond_dim=cond_dim, num_condition_tokens=num_tokens), seed)
-    raise UserError(f"backbone.kind={cfg.kind!r}: use unet or uvit")
+    """The backbone ``cfg.kind`` (a name registered in :mod:`~cxr_irgen.vision.backbones`) for conditions of width ``cond_dim``."""
+    return VISION_BACKBONES.get(cfg.kind)(cfg, cond_dim, num_tokens)
 
 
-def build_vision_model(cfg: DictConfig, encoders: FrozenEncoders) -> VisionModel:
+def list_vision_models() -> list[str]:
+    """The vision model names, one per YAML in ``configs/vision/model/`` (``unet-tiny``, ``unet-sd14``, ``uvit-l2``, ...)."""
+    return [name for name in config_names(MODEL_CONFIGS) if name != SHARED_BASE]
+
+
+def build_vision_model(name: str, **overrides) -> tuple[DictConfig, FrozenEncoders, VisionModel]:
+    """Model ``name`` (a YAML in ``configs/vision/model/``, :func:`list_vision_models`) with ``overrides`` merged into
+    its config (e.g. ``image_size=64``, ``conditioning={"mode": "text"}``): its config, frozen encoders and a fresh
+    trainable part (pretrained weights where the config names them); the model maps (noisy latents (B, 4, h, w),
+    steps (B,), features) → (B, 4, h, w)."""
+    if name not in list_vision_models():
+        raise UserError(f"vision/model={name!r}: use one of {', '.join(list_vision_models())}")
+    cfg = OmegaConf.merge(vision_model_config(name), overrides)
+    encoders = build_encoders(cfg)
+    return cfg, encoders, build_trainable(cfg, encoders)
+
+
+def build_trainable(cfg: DictConfig, encoders: FrozenEncoders) -> VisionModel:
     """A fresh trainable model for ``cfg`` (the ``vision/model`` config); the unconditional text
     features start from the encoded empty prompt."""
     conditioning = build_conditioning(cfg.conditioning, encoders.text_encoder.hidden_size, encoders.image_dim)

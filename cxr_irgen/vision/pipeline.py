@@ -11,17 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from cxr_irgen.utils.progress import progress_bar
 
 from cxr_irgen.data.labels import format_labels, labels_to_prompt
 from cxr_irgen.errors import UserError
+from cxr_irgen.utils.files import atomic_path, write_text_atomic
+from cxr_irgen.utils.progress import progress_bar
+from cxr_irgen.vision.backbones import BACKBONE_WEIGHTS
 from cxr_irgen.vision.conditioning import guidance_warning
-from cxr_irgen.vision.model import BACKBONE_DIR, BACKBONE_WEIGHTS, MODEL_DIR, FrozenEncoders, VisionModel, load_vision_model
+from cxr_irgen.vision.model import BACKBONE_DIR, MODEL_DIR, FrozenEncoders, VisionModel, load_vision_model
 from cxr_irgen.vision.schedules import PREDICTION_TYPES, prediction_type_of, scheduler_kwargs
 
 log = logging.getLogger(__name__)
@@ -180,10 +181,9 @@ def save_images(images: torch.Tensor, meta: list[dict], out_dir: str | Path) -> 
     for i, (image, info) in enumerate(zip(images, meta)):
         name = info.get("name", f"{i:05d}")
         png = out_dir / f"{name}.png"
-        to_pil(image).save(png.with_suffix(".tmp.png"))
-        os.replace(png.with_suffix(".tmp.png"), png)
-        sidecar = out_dir / f"{name}.json"  # its existence marks the image done (generate's resume): written last, atomically
-        sidecar.with_suffix(".json.tmp").write_text(json.dumps({**info, "image": png.name}, indent=1))
-        os.replace(sidecar.with_suffix(".json.tmp"), sidecar)
+        with atomic_path(png) as tmp:
+            to_pil(image).save(tmp, format="PNG")
+        # the sidecar's existence marks the image done (generate's resume): written last, atomically
+        write_text_atomic(out_dir / f"{name}.json", json.dumps({**info, "image": png.name}, indent=1))
         paths.append(png)
     return paths

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from cxr_irgen.utils.rundir import run_dir
 from cxr_irgen.utils.speed import apply_speed_levers
 from cxr_irgen.vision.conditioning import guidance_warning
-from cxr_irgen.vision.model import MODEL_DIR, FrozenEncoders, VisionModel, build_encoders, build_noise_scheduler, build_vision_model
+from cxr_irgen.vision.model import MODEL_DIR, FrozenEncoders, VisionModel, build_encoders, build_noise_scheduler, build_trainable
 from cxr_irgen.vision.schedules import scheduler_kwargs
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def run(cfg) -> None:
         accelerator.wait_for_everyone()
         return
 
-    model = build_vision_model(model_cfg, encoders)
+    model = build_trainable(model_cfg, encoders)
     warning = guidance_warning(model.conditioning.dropout, cfg.sample_guidance)
     if warning:
         log.warning("%s (sample grid; generate warns again)", warning)

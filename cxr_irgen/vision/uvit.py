@@ -35,6 +35,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from cxr_irgen.errors import UserError
+from cxr_irgen.vision.backbones import BACKBONE_WEIGHTS, register_vision_backbone
+from cxr_irgen.vision.loading import load_pretrained, plain, seeded_init
 
 OFFICIAL_KEY_MAP = {
     "patch_embed.proj.": "patch_embed.",
@@ -214,3 +216,13 @@ class UViT(ModelMixin, ConfigMixin):
         if set(missing) - new or unexpected:
             raise UserError(f"{path} does not match U-ViT-L/2 (missing {sorted(set(missing) - new)[:3]}, unexpected {unexpected[:3]})")
         return model
+
+
+@register_vision_backbone("uvit")
+def build_uvit(cfg, cond_dim: int, num_tokens: int) -> UViT:
+    """``checkpoint`` (official U-ViT .pth), ``pretrained`` (a saved dir) or a seeded random init from ``config``."""
+    if cfg.get("checkpoint"):
+        return UViT.from_uvit_checkpoint(cfg.checkpoint, cond_dim=cond_dim, num_condition_tokens=num_tokens)
+    if cfg.get("pretrained"):
+        return load_pretrained(UViT, cfg.pretrained, cfg.get("subfolder"), f"config.json and {BACKBONE_WEIGHTS}")
+    return seeded_init(lambda: UViT(**plain(cfg.config), cond_dim=cond_dim, num_condition_tokens=num_tokens), cfg.get("init_seed", 0))

@@ -281,7 +281,7 @@ def _pre_scope(clause: str, start: int) -> str:
     """The clause text before a mention, from the last scope stopper on."""
     before = clause[:start]
     last = None
-    for last in PATTERNS.stoppers.finditer(before):
+    for last in PATTERNS.stoppers.finditer(before):  # noqa: B007  (the last match is what is kept)
         pass
     return before[last.end():] if last else before
 
@@ -351,7 +351,7 @@ def label_report(text: str) -> np.ndarray:
 def label_reports(texts: Sequence[str], backend: str = "rules", progress: bool = False, **chexbert_kwargs) -> np.ndarray:
     """(N, 14) float32 labels of N reports; ``backend`` is ``rules`` (this module) or ``chexbert``."""
     if backend == "chexbert":
-        from cxr_irgen.eval.chexbert import CheXbertLabeler
+        from cxr_irgen.text.chexbert import CheXbertLabeler
 
         return CheXbertLabeler.from_checkpoint(**chexbert_kwargs).label(texts, progress=progress)
     if backend != "rules":

@@ -115,8 +115,8 @@ def rouge_l_coco_scores(hypotheses: Sequence[list[str]], references: Sequence[li
     scores = []
     for hyp, refs in zip(hypotheses, references):
         lcs = [lcs_length(ref, hyp) for ref in refs]
-        precision = max(l / len(hyp) if hyp else 0.0 for l in lcs)
-        recall = max(l / len(r) if r else 0.0 for l, r in zip(lcs, refs))
+        precision = max(common / len(hyp) if hyp else 0.0 for common in lcs)
+        recall = max(common / len(r) if r else 0.0 for common, r in zip(lcs, refs))
         scores.append((1 + beta**2) * precision * recall / (recall + beta**2 * precision) if precision and recall else 0.0)
     return np.array(scores)
 

@@ -31,19 +31,19 @@ def binarise(labels: np.ndarray, mapping: str) -> np.ndarray:
     raise ValueError(f"unknown uncertain mapping {mapping!r}; use one of {MAPPINGS}")
 
 
-def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+def f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     denominator = 2 * tp + fp + fn
     return np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=np.float64), where=denominator > 0)
 
 
-def _scores(weights: np.ndarray, hits: np.ndarray, false_pos: np.ndarray, misses: np.ndarray) -> dict[str, np.ndarray]:
+def weighted_f1_scores(weights: np.ndarray, hits: np.ndarray, false_pos: np.ndarray, misses: np.ndarray) -> dict[str, np.ndarray]:
     """Micro/macro F1 over each subset for every row of ``weights`` (B, N): how often each report is drawn."""
     tp, fp, fn = weights @ hits, weights @ false_pos, weights @ misses  # (B, 14)
     out = {}
     for subset, columns in SUBSETS.items():
         cols = list(columns)
-        out[f"micro_{subset}"] = _f1_from_counts(tp[:, cols].sum(1), fp[:, cols].sum(1), fn[:, cols].sum(1))
-        out[f"macro_{subset}"] = _f1_from_counts(tp[:, cols], fp[:, cols], fn[:, cols]).mean(1)
+        out[f"micro_{subset}"] = f1_from_counts(tp[:, cols].sum(1), fp[:, cols].sum(1), fn[:, cols].sum(1))
+        out[f"macro_{subset}"] = f1_from_counts(tp[:, cols], fp[:, cols], fn[:, cols]).mean(1)
     return out
 
 
@@ -63,7 +63,7 @@ def chexpert_f1(generated: np.ndarray, reference: np.ndarray, n_bootstrap: int =
     for mapping in MAPPINGS:
         g, r = binarise(generated, mapping).astype(np.float64), binarise(reference, mapping).astype(np.float64)
         hits, false_pos, misses = g * r, g * (1 - r), (1 - g) * r
-        point = _scores(np.ones((1, n)), hits, false_pos, misses)
+        point = weighted_f1_scores(np.ones((1, n)), hits, false_pos, misses)
         rng = np.random.default_rng(seed)
         draws: dict[str, list[np.ndarray]] = {k: [] for k in point}
         for start in range(0, n_bootstrap, chunk):
@@ -71,14 +71,14 @@ def chexpert_f1(generated: np.ndarray, reference: np.ndarray, n_bootstrap: int =
             picks = rng.integers(0, n, size=(size, n))
             weights = np.zeros((size, n))
             np.add.at(weights, (np.repeat(np.arange(size), n), picks.ravel()), 1.0)
-            for k, v in _scores(weights, hits, false_pos, misses).items():
+            for k, v in weighted_f1_scores(weights, hits, false_pos, misses).items():
                 draws[k].append(v)
         block = {}
         for k, v in point.items():
             samples = np.concatenate(draws[k]) if n_bootstrap else np.array([])
             ci = [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))] if n_bootstrap else None
             block[k] = {"value": float(v[0]), "ci95": ci}
-        per_class = _f1_from_counts(hits.sum(0), false_pos.sum(0), misses.sum(0))
+        per_class = f1_from_counts(hits.sum(0), false_pos.sum(0), misses.sum(0))
         block["per_class"] = {name: float(f) for name, f in zip(CHEXPERT_LABELS, per_class)}
         result[mapping] = block
     return result
@@ -86,7 +86,7 @@ def chexpert_f1(generated: np.ndarray, reference: np.ndarray, n_bootstrap: int =
 
 def chexpert_f1_reports(generated: Sequence[str], references: Sequence[str], labeler_kwargs: dict | None = None, **kwargs) -> dict:
     """Label generated and reference reports with the same labeler, then :func:`chexpert_f1`."""
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.labeler import label_reports
 
     labeler_kwargs = labeler_kwargs or {}
     return chexpert_f1(label_reports(list(generated), **labeler_kwargs), label_reports(list(references), **labeler_kwargs), **kwargs)
