@@ -395,6 +395,7 @@ def _select(cfg, key: str):
 UNUSED_WHEN: dict[str, Callable] = {
     "eval.fid.inception_weights": lambda c: _select(c, "eval.fid.features") != "inception",
     "eval.fid.rad_dino": lambda c: _select(c, "eval.fid.features") != "rad_dino",
+    "eval.inception_score.weights": lambda c: "inception_score" not in (_select(c, "eval.metrics") or []),
     "eval.xrv_weights": lambda c: "xrv" not in (_select(c, "eval.fid.features"), _select(c, "eval.auroc.classifier")),
     "labeler": lambda c: _select(c, "labeler.name") != "chexbert",
     "vision.model.image_encoder": lambda c: _select(c, "vision.model.conditioning.mode") == "text",

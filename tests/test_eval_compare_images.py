@@ -42,6 +42,7 @@ def sets(phantom_root, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_noise_differs_significantly_and_the_same_images_do_not(phantom_root, sets, tmp_path):
     from cxr_irgen.eval.image_metrics import fid_from_features
     from cxr_irgen.eval.significance import paired_bootstrap

@@ -53,6 +53,7 @@ def generate_runs(phantom_root, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_one_table_for_every_generator_on_the_same_images(phantom_root, saved_generators, generate_runs, tmp_path):
     from cxr_irgen.data.adapters import load_sections, load_table
     from cxr_irgen.data.labels import parse_labels

@@ -107,6 +107,7 @@ def test_generated_sources_and_errors(tmp_path):
         load_generated(None, None)
 
 
+@pytest.mark.slow
 def test_shard_map_splits_by_rank_and_gathers_in_order(tmp_path):
     """Two real gloo processes: each computes only its items (every second one from its rank); every rank gets the
     complete result in item order (control: which rank computed each item, recorded by the item itself)."""

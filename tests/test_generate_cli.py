@@ -102,6 +102,7 @@ def _run_cli(argv: list[str]) -> None:
     os._exit(0)
 
 
+@pytest.mark.slow
 def test_killed_generate_reruns_to_the_same_pairs(vision_run, tmp_path):
     """SIGKILL mid-run, plus a torn sidecar write: the rerun skips only finished pairs and ends as an uninterrupted run."""
     import multiprocessing
@@ -125,6 +126,7 @@ def test_killed_generate_reruns_to_the_same_pairs(vision_run, tmp_path):
     assert [r["index"] for r in rows] == list(range(n))
 
 
+@pytest.mark.slow
 def test_two_process_generate_writes_the_pairs_of_one(vision_run, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     main(_generate_cmd(vision_run, one, 4, 3))

@@ -35,6 +35,7 @@ def test_effect_is_signed_in_the_papers_direction_with_a_t_interval_over_seeds()
     assert unfinished["n_seeds"] == 0 and unfinished["verdict"].startswith("not run")
 
 
+@pytest.mark.slow
 def test_smoke_runs_every_arm_and_reuses_finished_runs(tmp_path, capsys, one_thread):
     summary = paper_claims.main(["--smoke", "--seeds", "1", "--threads", "1", "--out", str(tmp_path / "claims")])
     assert [row["source"] for row in summary["claims"]] == ["Tab. 1", "Tab. 2", "Fig. 5", "Fig. 5", "Tab. 5", "Tab. 5", "Tab. 5", "Tab. 5"]

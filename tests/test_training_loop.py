@@ -148,6 +148,7 @@ def test_non_finite_loss_stops_the_run_and_names_the_last_checkpoint(tmp_path, b
     assert "\n" not in str(err.value) and len(calls) == 3 and steps(tmp_path) == [2]
 
 
+@pytest.mark.slow
 def test_two_processes_synchronise_and_resume_like_one_uninterrupted_run(tmp_path):
     """Two gloo processes: both ranks end with the same weights (ranks that never synchronised would not: each sees its own
     half of the data), a run resumed from the step-2 checkpoint equals the uninterrupted one, and the losses are finite."""
@@ -159,6 +160,7 @@ def test_two_processes_synchronise_and_resume_like_one_uninterrupted_run(tmp_pat
     assert (checkpoint_path(tmp_path / "straight", 4) / "rng-rank1.pt").exists()
 
 
+@pytest.mark.slow
 def test_non_finite_loss_on_one_process_stops_every_process(tmp_path):
     """Rank 1 alone sees NaN: both ranks must stop with the message (a rank-local check leaves rank 0 waiting in the
     gradient all-reduce until the launcher is killed)."""

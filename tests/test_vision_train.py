@@ -45,6 +45,7 @@ class LinearDenoiser(torch.nn.Module):
         return (1 - a).sqrt() * (noisy - a.sqrt() * self.mean) / (a * self.var + 1 - a)
 
 
+@pytest.mark.slow
 def test_one_batch_overfit_drives_loss_down(tmp_path):
     from omegaconf import OmegaConf
 
@@ -91,6 +92,7 @@ def test_resume_equals_uninterrupted(tmp_path, phantom_root):
         torch.testing.assert_close(conditioning[0][key], conditioning[1][key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_process_cpu_run_trains_and_saves(tmp_path, phantom_root):
     out = tmp_path / "ddp"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
