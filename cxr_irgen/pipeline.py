@@ -27,16 +27,22 @@ from cxr_irgen.utils.device import resolve_device
 from cxr_irgen.utils.rundir import saved_config
 
 
+def _existing_run(checkpoint, key: str, what: str) -> Path:
+    """``checkpoint`` as a path that exists; a one-line error naming ``key`` otherwise."""
+    if not checkpoint:
+        raise UserError(f"{key}=RUN_DIR is required ({what})")
+    path = Path(str(checkpoint))
+    if not path.exists():
+        raise UserError(f"{key}={path}: no such folder")
+    return path
+
+
 def vision_model_dir(checkpoint) -> Path:
     """The ``model/`` folder of a train-vision run (or the folder itself); a one-line error for anything else."""
     from cxr_irgen.vision.backbones import BACKBONE_WEIGHTS
     from cxr_irgen.vision.model import BACKBONE_DIR, MODEL_DIR
 
-    if not checkpoint:
-        raise UserError("vision.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-vision`)")
-    path = Path(str(checkpoint))
-    if not path.exists():
-        raise UserError(f"vision.checkpoint={path}: no such folder")
+    path = _existing_run(checkpoint, "vision.checkpoint", "the run directory of `cxr-irgen train-vision`")
     for folder in (path / MODEL_DIR, path):
         if (folder / BACKBONE_DIR / BACKBONE_WEIGHTS).is_file():
             return folder
@@ -48,11 +54,7 @@ def language_run_dir(checkpoint) -> Path:
     from cxr_irgen.language.prior import PRIOR_FILE
     from cxr_irgen.report_models.interface import GENERATOR_FILE, RUN_SUBDIR
 
-    if not checkpoint:
-        raise UserError("language.checkpoint=RUN_DIR is required (the run directory of `cxr-irgen train-language stage=prior` or `train-report-model`)")
-    path = Path(str(checkpoint))
-    if not path.exists():
-        raise UserError(f"language.checkpoint={path}: no such folder")
+    path = _existing_run(checkpoint, "language.checkpoint", "the run directory of `cxr-irgen train-language stage=prior` or `train-report-model`")
     markers = [path / PRIOR_FILE, path / "prior" / PRIOR_FILE, path / GENERATOR_FILE, path / RUN_SUBDIR / GENERATOR_FILE]
     if not any(marker.is_file() for marker in markers):
         raise UserError(f"language.checkpoint={path} is {_run_kind(path)}, not a train-language stage=prior run (no prior/{PRIOR_FILE}) nor a report-model run ({RUN_SUBDIR}/{GENERATOR_FILE})")

@@ -18,7 +18,7 @@ of one extractor's features (all near 1 for an untrained one) only compare withi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -76,21 +76,26 @@ def nearest_training_images(generated_features: np.ndarray, training_features: n
     }
 
 
-def save_pairs_figure(pairs: Sequence[dict], path: str | Path, size: int = 128) -> Path:
-    """One PNG with a row per pair: generated image | its highest-SSIM training image, SSIM written below."""
+def save_pair_sheet(pairs: Sequence[dict], path: str | Path, caption: Callable[[dict], str], size: int = 128) -> Path:
+    """One PNG with a row per pair: ``pair["generated"]`` | ``pair["training"]`` (image paths), ``caption(pair)`` below."""
     from PIL import Image, ImageDraw
 
     from cxr_irgen.data.imageio import read_image
 
-    caption = 14
-    sheet = Image.new("L", (2 * size, max(1, len(pairs)) * (size + caption)), color=255)
+    line = 14
+    sheet = Image.new("L", (2 * size, max(1, len(pairs)) * (size + line)), color=255)
     draw = ImageDraw.Draw(sheet)
     for row, pair in enumerate(pairs):
-        top = row * (size + caption)
+        top = row * (size + line)
         for column, key in enumerate(("generated", "training")):
             pixels = (read_image(pair[key], size)[0].numpy() * 255).round().astype(np.uint8)
             sheet.paste(Image.fromarray(pixels), (column * size, top))
-        draw.text((2, top + size + 1), f"SSIM {pair['ssim']:.3f}  cos {pair['feature_cosine']:.3f}", fill=0)
+        draw.text((2, top + size + 1), caption(pair), fill=0)
     path = Path(path)
     sheet.save(path)
     return path
+
+
+def save_pairs_figure(pairs: Sequence[dict], path: str | Path, size: int = 128) -> Path:
+    """The memorisation sheet: generated image | its highest-SSIM training image, SSIM and feature cosine below."""
+    return save_pair_sheet(pairs, path, lambda pair: f"SSIM {pair['ssim']:.3f}  cos {pair['feature_cosine']:.3f}", size)

@@ -107,19 +107,6 @@ def privacy_table(result: dict) -> str:
 
 def save_privacy_sheet(pairs: Sequence[dict], path: str | Path, size: int = 128) -> Path:
     """One PNG with a row per pair: generated image | its nearest training image by pixels, distances written below."""
-    from PIL import Image, ImageDraw
+    from cxr_irgen.eval.memorisation import save_pair_sheet
 
-    from cxr_irgen.data.imageio import read_image
-
-    caption = 14
-    sheet = Image.new("L", (2 * size, max(1, len(pairs)) * (size + caption)), color=255)
-    draw = ImageDraw.Draw(sheet)
-    for row, pair in enumerate(pairs):
-        top = row * (size + caption)
-        for column, key in enumerate(("generated", "training")):
-            pixels = (read_image(pair[key], size)[0].numpy() * 255).round().astype(np.uint8)
-            sheet.paste(Image.fromarray(pixels), (column * size, top))
-        draw.text((2, top + size + 1), f"pixel RMS {pair['pixel_rms']:.4f}  feat {pair['feature_distance']:.3g}", fill=0)
-    path = Path(path)
-    sheet.save(path)
-    return path
+    return save_pair_sheet(pairs, path, lambda pair: f"pixel RMS {pair['pixel_rms']:.4f}  feat {pair['feature_distance']:.3g}", size)
