@@ -4,11 +4,11 @@ KID and PRDC come out of evaluate from the same features."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
+from eval_copies import phantoms_with_a_copy
 from eval_threads import one_thread  # noqa: F401  (fixture)
 
 from cxr_irgen.cli import run_command
@@ -49,27 +49,11 @@ def test_a_planted_copy_is_flagged_and_tops_the_pairs():
 
 def test_evaluate_memorisation_kid_prdc_on_phantoms(tmp_path):
     """A phantom set; generated = 8 validate images + 1 exact copy of a training image: only the copy is flagged."""
-    from PIL import Image
-
-    from cxr_irgen.data.mimic import load_index
-    from cxr_irgen.data.phantoms import make_phantoms
-    from cxr_irgen.eval.classifier import Classifier, build_densenet
-
-    root = make_phantoms(tmp_path / "phantoms", n=90, seed=0, size=48)
-    arch = {"growth_rate": 8, "block_config": [2, 2], "num_init_features": 8}
-    torch.manual_seed(0)  # an untrained tiny DenseNet as the feature extractor: this test is about the mechanics, not values
-    Classifier(build_densenet(arch, 14), ["No Finding"] * 14, 48, "tiny", arch).save_pretrained(tmp_path / "features")
-    table = load_index(root)
-    gen = tmp_path / "gen"
-    gen.mkdir()
-    for i, path in enumerate(table[table["split"] == "validate"]["image_path"].head(8)):
-        Image.open(path).convert("L").save(gen / f"{i:02d}.png")
-    copied = table[table["split"] == "train"]["image_path"].iloc[3]
-    shutil.copy(copied, gen / "copy.jpg")
+    root, gen, features, copied, table = phantoms_with_a_copy(tmp_path)
     run_command("evaluate", [f"generated={gen}", f"data.root={root}", "eval.real.views=[PA,AP]", "eval.real.n=12",
                              "eval.metrics=[fid,kid,prdc,memorisation]", "eval.kid.subsets=10", "eval.prdc.k=3", "eval.memorisation.n_train=null",
                              "eval.memorisation.ssim_resolution=48",
-                             "eval.fid.features=classifier", f"eval.fid.classifier={tmp_path / 'features'}", f"hydra.run.dir={tmp_path / 'ev'}"])
+                             "eval.fid.features=classifier", f"eval.fid.classifier={features}", f"hydra.run.dir={tmp_path / 'ev'}"])
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     mem = metrics["memorisation"]
     assert [p.split("/")[-1] for p in mem["flagged"]] == ["copy.jpg"] and mem["top_pairs"][0]["training"].endswith(copied.split("/")[-1])

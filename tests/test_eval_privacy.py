@@ -4,11 +4,11 @@ sheet, and evaluate's privacy table on phantoms with one planted copy of a train
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
+from eval_copies import phantoms_with_a_copy
 from PIL import Image
 
 from cxr_irgen.cli import run_command
@@ -69,24 +69,10 @@ def test_only_the_planted_copy_is_under_both_thresholds(tmp_path):
 
 def test_evaluate_privacy_table_on_phantoms(tmp_path):
     """8 validate phantoms + 1 exact copy of a training image: only the copy is under the pixel threshold."""
-    from cxr_irgen.data.mimic import load_index
-    from cxr_irgen.data.phantoms import make_phantoms
-    from cxr_irgen.eval.classifier import Classifier, build_densenet
-
-    root = make_phantoms(tmp_path / "phantoms", n=90, seed=0, size=48)
-    arch = {"growth_rate": 8, "block_config": [2, 2], "num_init_features": 8}
-    torch.manual_seed(0)  # an untrained tiny DenseNet as the feature extractor: this test is about the mechanics, not values
-    Classifier(build_densenet(arch, 14), ["No Finding"] * 14, 48, "tiny", arch).save_pretrained(tmp_path / "features")
-    table = load_index(root)
-    gen = tmp_path / "gen"
-    gen.mkdir()
-    for i, path in enumerate(table[table["split"] == "validate"]["image_path"].head(8)):
-        Image.open(path).convert("L").save(gen / f"{i:02d}.png")
-    copied = table[table["split"] == "train"]["image_path"].iloc[3]
-    shutil.copy(copied, gen / "copy.jpg")
+    root, gen, features, copied, table = phantoms_with_a_copy(tmp_path)
     run_command("evaluate", [f"generated={gen}", f"data.root={root}", "eval.real.views=[PA,AP]", "eval.real.n=12", "eval.metrics=[privacy]",
                              "eval.privacy.n_train=null", "eval.privacy.resolution=48", "eval.privacy.top=3",
-                             "eval.fid.features=classifier", f"eval.fid.classifier={tmp_path / 'features'}", f"hydra.run.dir={tmp_path / 'ev'}"])
+                             "eval.fid.features=classifier", f"eval.fid.classifier={features}", f"hydra.run.dir={tmp_path / 'ev'}"])
     privacy = json.loads((tmp_path / "ev" / "metrics.json").read_text())["privacy"]
     assert privacy["n_training"] == int((table["split"] == "train").sum()) and privacy["n_generated"] == 9
     assert privacy["pixel_rms"]["n_below"] == 1 and privacy["closest_pairs"][0]["generated"].endswith("copy.jpg")
