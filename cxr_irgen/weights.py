@@ -387,6 +387,7 @@ UNUSED_WHEN: dict[str, Callable] = {
     "prior": lambda c: _select(c, "stage") == "autoencoder",
     "prior.image_encoder": lambda c: _select(c, "prior.input") != "clip",
     "prior.vae": lambda c: _select(c, "prior.input") != "latent",
+    "prior.classifier": lambda c: _select(c, "prior.input") != "classifier",
 }
 
 
