@@ -92,3 +92,29 @@ def test_train_prior_with_classifier_input_and_no_source_fails_before_training(p
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and "prior.classifier.source" in err[0]
     assert not (tmp_path / "prior").exists()
+
+
+@pytest.mark.slow
+def test_classifier_input_beats_16px_pixels_and_the_most_frequent_report(report_phantoms, tmp_path):
+    """The demo's language module (tiny BART on findings, word dropout 0.3) with a 200-step tiny DenseNet at 64 px."""
+    import report_controls
+
+    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.language.generate import ReportGenerator
+
+    data = [f"data.root={report_phantoms}", "seed=0"]
+    language = [*data, "data.image_size=64", "language/model=bart-tiny", "language/prior=vit-tiny", "trainer=cpu-tiny", "trainer.checkpoint_every=100000",
+                "evaluation.max_reports=0"]
+    run_command("train-classifier", [*data, *TINY_DENSENET, "trainer=cpu-tiny", "trainer.max_steps=200", "trainer.checkpoint_every=100000",
+                                     "eval_split=null", f"hydra.run.dir={tmp_path / 'clf'}"])
+    run_command("train-language", [*language, "stage=autoencoder", "model.word_dropout=0.3", "trainer.max_steps=600", f"hydra.run.dir={tmp_path / 'ae'}"])
+    f1 = {}
+    images, truth, most_frequent = report_controls.heldout(report_phantoms, "findings", one_per_study=True)
+    for name, extra in (("image", []), ("classifier", ["prior.input=classifier", f"prior.classifier.source={tmp_path / 'clf'}"])):
+        run_command("train-language", [*language, "stage=prior", f"autoencoder={tmp_path / 'ae'}", *extra, "trainer.max_steps=1500", "trainer.lr=1e-3",
+                                       f"hydra.run.dir={tmp_path / name}"])
+        reports = ReportGenerator.from_run_dir(tmp_path / name)(images, batch_size=64, num_beams=3, no_repeat_ngram_size=4)
+        f1[name] = report_controls.positive_f1(label_reports(reports), truth)
+    f1["most_frequent"] = report_controls.positive_f1(label_reports([most_frequent] * len(images)), truth)
+    print(f"report-label F1 on {len(images)} held-out phantoms: {f1}")
+    assert f1["classifier"] > f1["image"] + 0.1 and f1["classifier"] > f1["most_frequent"] + 0.3, f1
