@@ -1,5 +1,6 @@
 """`cxr-irgen demo`: phantoms → train-vision → train-language autoencoder → train-classifier → train-language prior
-(reading the classifier's features, ``prior.input=classifier``) → generate pairs → evaluate them → reports for real held-out test images → evaluate those reports
+(given the classifier as ``prior.classifier.source``, read when ``prior.input=classifier``) → generate pairs → evaluate
+them → reports for real held-out test images → evaluate those reports
 against the images' own reports, all under one run directory, on CPU in minutes.
 
 Each step composes its own command config (the same files the CLI uses) with the demo's
