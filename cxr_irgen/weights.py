@@ -262,7 +262,7 @@ def _check_xrv(root: Path) -> list[str]:
     """The safetensors header (names, shapes) against torchxrayvision's DenseNet-121 (built without weights)."""
     from safetensors import safe_open
 
-    from cxr_irgen.eval.features import xrv_densenet
+    from cxr_irgen.vision.densenet import xrv_densenet
 
     expected = {k: tuple(v.shape) for k, v in xrv_densenet().state_dict().items()}
     with safe_open(str(root / PARTS["xrv-densenet121-res224-all"].path), framework="pt") as f:
@@ -403,6 +403,7 @@ UNUSED_WHEN: dict[str, Callable] = {
     "prior": lambda c: _select(c, "stage") == "autoencoder",
     "prior.image_encoder": lambda c: _select(c, "prior.input") != "clip",
     "prior.vae": lambda c: _select(c, "prior.input") != "latent",
+    "prior.classifier": lambda c: _select(c, "prior.input") != "classifier",
 }
 
 

@@ -28,7 +28,7 @@ def _list(key: str, *items: str) -> str:
 REDUCED = [
     _list("vision.overrides", "vision/model=unet-tiny-64", "trainer=cpu-tiny", "trainer.max_steps=20", "trainer.batch_size=8", "sample_every=0"),
     _list("language.autoencoder_overrides", "stage=autoencoder", *TINY_LANGUAGE, "trainer.max_steps=100", "trainer.lr=3e-3"),  # writes words, not just </s>
-    _list("language.prior_overrides", "stage=prior", *TINY_LANGUAGE, "trainer.max_steps=20"),
+    _list("language.prior_overrides", "stage=prior", *TINY_LANGUAGE, "prior.input=classifier", "trainer.max_steps=20"),
     _list("classifier.overrides", "trainer=cpu-tiny", "trainer.max_steps=10", "trainer.batch_size=8", "resolution=64",
           "classifier.growth_rate=8", "classifier.block_config=[2,2,2]", "classifier.num_init_features=16"),
     "generate.groups=[No Finding,Cardiomegaly]",
@@ -53,8 +53,10 @@ def demo_run(tmp_path_factory, phantom_root) -> Path:
 
 @pytest.mark.slow
 def test_demo_writes_every_stage(demo_run):
-    for stage in ("02-vision", "03-language-autoencoder", "04-language-prior", "05-classifier", "06-generate", "07-evaluate", "08-reports", "09-evaluate-reports"):
+    for stage in ("02-vision", "03-language-autoencoder", "04-classifier", "05-language-prior", "06-generate", "07-evaluate", "08-reports", "09-evaluate-reports"):
         assert (demo_run / stage).is_dir(), stage
+    recorded = json.loads((demo_run / "05-language-prior" / "prior" / "generator.json").read_text())["representation"]
+    assert recorded["input"] == "classifier" and recorded["classifier"]["source"] == str((demo_run / "04-classifier").resolve())  # the prior reads the demo's classifier
     metrics = json.loads((demo_run / "07-evaluate" / "metrics.json").read_text())
     assert metrics["fid"]["n_generated"] == 4 and math.isfinite(metrics["fid"]["value"]) and metrics["fid"]["value"] >= 0
     assert 0 < metrics["guards"]["distinct_share"] <= 1
@@ -99,12 +101,14 @@ def test_demo_measures_and_prints_the_showcase_figures(demo_run):
     agreement = json.loads((demo_run / "07-evaluate" / "metrics.json").read_text())["agreement"]
     assert agreement["n_pairs"] == 4 and figures["image_report_agreement"] == {p: agreement[p]["micro_f1"] for p in agreement if "_vs_" in p}
     assert len(figures["image_report_agreement"]) == 3
+    ceiling = figures["report_label_f1_real_images"]
+    assert ceiling["n_reports"] == 5 and 0 <= ceiling["value"] <= 1
     control = figures["copy_share_real_reports"]
     assert control["n_reports"] > 0 and 0 <= control["copy_share"] <= 1 and control["n_training_reports"] > 0
     assert figures["decoding"] == json.loads((demo_run / "06-generate" / "pairs.jsonl").read_text().splitlines()[0])["decoding"]
     printed = (demo_run / "printed.txt").read_text()
     for name in ("heart_width_ratio", "costophrenic_blunting", "lung_brightness", "classifier_auroc_gap", "report_label_f1",
-                 "repeated_sentence_share", "copy_share", "held-out real reports", "image-report agreement", "demo finished in"):
+                 "repeated_sentence_share", "copy_share", "held-out real reports", "image-report agreement", "reports written for real test phantoms", "demo finished in"):
         assert name in printed, name
 
 

@@ -10,7 +10,9 @@ Two sources, one interface (:class:`Classifier`: images (B, 1, H, W) in [0, 1] �
   small) trained on any data set the data layer reads, saved as ``model.safetensors`` +
   ``classifier.json`` (architecture, pathologies, resolution).
 
-Inputs are normalised XRV's way (:func:`~cxr_irgen.eval.features.xrv_preprocess`).
+The network, its XRV input normalisation (:func:`~cxr_irgen.vision.densenet.xrv_preprocess`) and the strict
+loading of a run dir live in :mod:`cxr_irgen.vision.densenet`, which the stage-2 prior's ``classifier`` input
+shares.
 Training targets: 1 → 1, 0 → 0; uncertain (-1) and blank follow ``uncertain`` / ``blank``
 (``ignore`` masks them out of the loss, ``positive`` / ``negative`` map them).
 """
@@ -30,12 +32,10 @@ from torch.utils.data import Dataset
 
 from cxr_irgen.data.labels import CHEXPERT_LABELS
 from cxr_irgen.errors import UserError
-from cxr_irgen.eval.features import XRV_RESOLUTION, xrv_densenet, xrv_preprocess
+from cxr_irgen.vision.densenet import CLASSIFIER_CONFIG_FILE, CLASSIFIER_WEIGHTS_FILE, XRV_RESOLUTION, build_densenet, load_classifier_run, xrv_densenet, xrv_preprocess
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "classifier.json"
-WEIGHTS_FILE = "model.safetensors"
 FRONTAL_VIEWS = ("PA", "AP")
 TARGET_POLICIES = ("ignore", "positive", "negative")
 
@@ -69,18 +69,8 @@ class Classifier:
     @classmethod
     def from_run_dir(cls, path: str | Path) -> "Classifier":
         """A classifier saved by ``cxr-irgen train-classifier`` (its run dir)."""
-        from safetensors.torch import load_model
-
-        path = Path(str(path))
-        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-            raise UserError(f"{path} is not a train-classifier run: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
-        config = json.loads((path / CONFIG_FILE).read_text())
-        model = build_densenet(config["arch"], len(config["pathologies"]))
-        try:
-            load_model(model, str(path / WEIGHTS_FILE))
-        except RuntimeError as err:
-            raise UserError(f"{path / WEIGHTS_FILE} does not match {CONFIG_FILE}: {str(err).splitlines()[0]}") from None
-        return cls(model.eval(), list(config["pathologies"]), int(config["resolution"]), f"trained densenet ({path.name})", config["arch"])
+        model, config = load_classifier_run(path)
+        return cls(model, list(config["pathologies"]), int(config["resolution"]), f"trained densenet ({Path(str(path)).name})", config["arch"])
 
     def save_pretrained(self, path: str | Path, extra: dict | None = None) -> None:
         """Write ``model.safetensors`` and ``classifier.json`` (architecture, pathologies, resolution)."""
@@ -88,17 +78,9 @@ class Classifier:
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_model(self.model, str(path / WEIGHTS_FILE))
+        save_model(self.model, str(path / CLASSIFIER_WEIGHTS_FILE))
         config = {"arch": self.arch, "pathologies": self.pathologies, "resolution": self.resolution, **(extra or {})}
-        (path / CONFIG_FILE).write_text(json.dumps(config, indent=1))
-
-
-def build_densenet(arch: dict, num_classes: int) -> nn.Module:
-    """An XRV ``DenseNet`` (1 input channel) with the given growth rate, blocks and stem width."""
-    return xrv_densenet(
-        growth_rate=int(arch["growth_rate"]), block_config=tuple(int(b) for b in arch["block_config"]),
-        num_init_features=int(arch["num_init_features"]), num_classes=num_classes,
-    )
+        (path / CLASSIFIER_CONFIG_FILE).write_text(json.dumps(config, indent=1))
 
 
 def load_classifier(source: str, xrv_weights: str | None = None) -> Classifier:

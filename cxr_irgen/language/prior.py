@@ -5,6 +5,8 @@ Inputs (``input``), each turned into a token sequence before the transformer:
 - ``clip``: the CLIP image embedding (B, D) is split into ``clip_tokens`` consecutive chunks
   of D / clip_tokens values; one shared linear layer embeds each chunk as a token (like ViT
   patches), and position embeddings tell the chunks apart.
+- ``classifier``: the pooled features (B, C) of a frozen trained image encoder (a ``train-classifier`` DenseNet, or
+  XRV's DenseNet-121; beyond the paper, docs/prior-input-classifier.md), split into ``clip_tokens`` tokens the same way.
 - ``latent``: the VAE latent (B, 4, h, w), cut into ``patch_size``² patches by a strided conv.
 - ``image``: the pixels (B, 1, S, S), patched the same way.
 
@@ -29,7 +31,8 @@ from torch import nn
 from cxr_irgen.errors import UserError
 from cxr_irgen.vision.loading import load_pretrained
 
-PRIOR_INPUTS = ("clip", "latent", "image")
+PRIOR_INPUTS = ("clip", "latent", "image", "classifier")
+VECTOR_INPUTS = ("clip", "classifier")  # (B, D) inputs, split into clip_tokens chunks
 PRIOR_LOSSES = ("mse+cos", "mse", "cos")
 PRIOR_FILE = "prior.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -64,12 +67,12 @@ class PriorViT(nn.Module):
     """Image representation → predicted report embedding (B, output_dim).
 
     Args:
-        input: ``clip`` | ``latent`` | ``image``.
-        input_shape: one sample's shape: (D,) for clip, (C, h, w) for latent/image.
+        input: ``clip`` | ``latent`` | ``image`` | ``classifier``.
+        input_shape: one sample's shape: (D,) for clip/classifier, (C, h, w) for latent/image.
         output_dim: stage-1 embedding size d.
         width, depth, heads, mlp_dim: transformer size (ignored with ``pretrained``, which sets them).
         patch_size: patch side for latent/image inputs.
-        clip_tokens: number of tokens the CLIP embedding is split into.
+        clip_tokens: number of tokens a clip/classifier vector is split into.
         pretrained: hub id or directory of a ``ViTModel`` whose blocks, final norm and [CLS] token are used.
         vit_config: a full ``ViTConfig`` dict (how a saved prior is rebuilt; overrides the size arguments).
         init_seed: seed of the random initialisation.
@@ -119,10 +122,10 @@ class PriorViT(nn.Module):
         }
 
     def _make_token_embedding(self, patch_size: int, clip_tokens: int) -> tuple[nn.Module, int]:
-        if self.input == "clip":
+        if self.input in VECTOR_INPUTS:
             (dim,) = self.input_shape
             if dim % clip_tokens:
-                raise UserError(f"prior.clip_tokens={clip_tokens} must divide the CLIP embedding size {dim}")
+                raise UserError(f"prior.clip_tokens={clip_tokens} must divide the {self.input} feature size {dim}")
             self.chunk = dim // clip_tokens
             return nn.Linear(self.chunk, self.width), clip_tokens
         channels, height, width = self.input_shape
@@ -134,7 +137,7 @@ class PriorViT(nn.Module):
         """Input (B, *input_shape) → tokens (B, N, width)."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise UserError(f"prior expects {self.input} inputs of shape {self.input_shape}, got {tuple(x.shape[1:])}: wrong prior for this encoder?")
-        if self.input == "clip":
+        if self.input in VECTOR_INPUTS:
             return self.token_embedding(x.reshape(x.shape[0], -1, self.chunk))
         return self.token_embedding(x).flatten(2).transpose(1, 2)
 

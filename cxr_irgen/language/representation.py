@@ -2,7 +2,9 @@
 
 Images (B, 1, H, W) in [0, 1] are resized to ``image_size`` and become:
 ``clip`` the CLIP image embedding (B, D) (vision module's ``ClipImageEncoder``, CLIP-normalised),
-``latent`` the VAE latent (B, 4, h, w) (vision module's codec), or ``image`` the pixels (B, 1, S, S).
+``latent`` the VAE latent (B, 4, h, w) (vision module's codec), ``image`` the pixels (B, 1, S, S), or
+``classifier`` a trained DenseNet's pooled features (B, C) (:class:`~cxr_irgen.vision.densenet.DenseNetFeatures`;
+``image_size`` is then the encoder's own resolution).
 Every encoder is frozen: eval mode, no gradients.
 """
 
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxr_irgen.errors import UserError
-from cxr_irgen.language.prior import PRIOR_INPUTS
+from cxr_irgen.language.prior import PRIOR_INPUTS, VECTOR_INPUTS
 from cxr_irgen.vision.loading import freeze
 
 
@@ -30,8 +32,8 @@ class ImageRepresentation(nn.Module):
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """One sample's shape: (D,) for clip, (4, h, w) for latent, (1, S, S) for image."""
-        if self.kind == "clip":
+        """One sample's shape: (D,) for clip and classifier, (4, h, w) for latent, (1, S, S) for image."""
+        if self.kind in VECTOR_INPUTS:
             return (int(self.encoder.embed_dim),)
         if self.kind == "latent":
             side = self.image_size // int(self.encoder.downscale)
@@ -43,7 +45,7 @@ class ImageRepresentation(nn.Module):
         size = (self.image_size, self.image_size)
         if tuple(images.shape[-2:]) != size:
             images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-        if self.kind == "clip":
+        if self.kind in VECTOR_INPUTS:
             return self.encoder(images).float()
         if self.kind == "latent":
             return self.encoder.encode(images).float()
@@ -54,9 +56,16 @@ class ImageRepresentation(nn.Module):
 
 
 def build_image_representation(prior_cfg) -> ImageRepresentation:
-    """From ``prior.input``, ``prior.image_size`` and the ``prior.image_encoder`` / ``prior.vae`` configs (vision module shapes)."""
+    """From ``prior.input``, ``prior.image_size`` and the ``prior.image_encoder`` / ``prior.vae`` / ``prior.classifier`` configs
+    (vision module shapes; ``prior.classifier.sha1``, as a prior run records it, pins the encoder's weights file)."""
     kind = str(prior_cfg.input)
     encoder = None
+    if kind == "classifier":
+        from cxr_irgen.vision.densenet import build_densenet_features
+
+        recorded = prior_cfg.get("classifier") or {}
+        encoder = build_densenet_features(recorded.get("source"), recorded.get("xrv_weights"), recorded.get("sha1"))
+        return ImageRepresentation(kind, encoder.resolution, encoder)
     if kind == "clip":
         from cxr_irgen.vision.encoders import build_clip_image_encoder
 

@@ -198,8 +198,8 @@ def train_prior(cfg: DictConfig) -> Path:
         raise UserError("stage=prior needs images with reports: use data=mimic or data=phantom (IU X-ray ships no images)")
     out = run_dir(cfg)
     accelerator = make_accelerator(cfg.trainer, int(cfg.seed))
+    representation = build_image_representation(cfg.prior).to(accelerator.device)  # first: a wrong encoder fails before BART loads
     autoencoder = freeze(ReportAutoencoder.from_pretrained(cfg.autoencoder)).to(accelerator.device)
-    representation = build_image_representation(cfg.prior).to(accelerator.device)
 
     table = load_table(cfg.data)
     sections = load_sections(table, cfg.data)
@@ -219,7 +219,7 @@ def train_prior(cfg: DictConfig) -> Path:
     prior = accelerator.unwrap_model(prior).eval()
     if accelerator.is_main_process:
         prior.save_pretrained(out / "prior")
-        write_generator_config(out / "prior", Path(cfg.autoencoder), cfg.prior)
+        write_generator_config(out / "prior", Path(cfg.autoencoder), cfg.prior, representation)
         metrics = {"stage": "prior", "text": str(cfg.text), "data": str(cfg.data.name), "input": str(cfg.prior.input), "loss": loss_kind, "train_pairs": len(targets), **loss_summary(result.losses)}
         validate = language_stage2(table, "validate")
         if int(cfg.evaluation.max_reports) and len(validate):

@@ -13,6 +13,7 @@ naming the files to place where.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -54,3 +55,33 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     module.eval()
     module.requires_grad_(False)
     return module
+
+
+def load_state_dict_file(path: str | Path, what: str, hint: str) -> dict:
+    """A state dict from ``.safetensors`` or a ``torch.save``'d dict (``weights_only=True``); UserError otherwise."""
+    path = Path(str(path))
+    if not path.is_file():
+        raise UserError(f"{what}: {path} does not exist; {hint}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickled full models and corrupt files raise many types
+        raise UserError(
+            f"{what}: {path} is not a plain state dict ({type(err).__name__}); a pickled model must be converted once on a trusted machine: "
+            f"python -c \"import torch; m = torch.load('{path.name}', weights_only=False); torch.save(m.state_dict(), 'state_dict.pt')\""
+        ) from None
+    if not isinstance(state, dict):
+        raise UserError(f"{what}: {path} holds a {type(state).__name__}, not a state dict")
+    return state.get("state_dict", state)
+
+
+def file_sha1(path: Path) -> str:
+    """The SHA-1 hex digest of a file's bytes."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
