@@ -269,8 +269,8 @@ def own_reports(reports_dir: Path, index: pd.DataFrame) -> list[dict]:
 def real_report_label_f1(rows: list[dict], seed: int) -> dict:
     """The ceiling of ``report_label_f1``: the same micro F1 (positive mentions, 14 labels) for reports written from *real*
     held-out test phantoms (``own_reports`` rows), against those images' own labels."""
-    from cxr_irgen.eval.chexpert_f1 import chexpert_f1
-    from cxr_irgen.eval.labeler import label_reports
+    from cxr_irgen.text.chexpert_f1 import chexpert_f1
+    from cxr_irgen.text.labeler import label_reports
 
     truth = np.stack([parse_labels(row["labels"]) for row in rows])
     micro = chexpert_f1(label_reports([row["report"] for row in rows]), truth, n_bootstrap=200, seed=seed)["positive_only"]["micro_14"]

@@ -28,7 +28,7 @@ def _list(key: str, *items: str) -> str:
 REDUCED = [
     _list("vision.overrides", "vision/model=unet-tiny-64", "trainer=cpu-tiny", "trainer.max_steps=20", "trainer.batch_size=8", "sample_every=0"),
     _list("language.autoencoder_overrides", "stage=autoencoder", *TINY_LANGUAGE, "trainer.max_steps=100", "trainer.lr=3e-3"),  # writes words, not just </s>
-    _list("language.prior_overrides", "stage=prior", *TINY_LANGUAGE, "prior.input=classifier", "trainer.max_steps=20"),
+    _list("language.prior_overrides", "stage=prior", *TINY_LANGUAGE, "trainer.max_steps=20"),
     _list("classifier.overrides", "trainer=cpu-tiny", "trainer.max_steps=10", "trainer.batch_size=8", "resolution=64",
           "classifier.growth_rate=8", "classifier.block_config=[2,2,2]", "classifier.num_init_features=16"),
     "generate.groups=[No Finding,Cardiomegaly]",
