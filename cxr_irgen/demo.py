@@ -241,8 +241,9 @@ def print_figures(figures: dict) -> None:
     c = figures["classifier_auroc"]
     print(f"  classifier mean AUROC: generated {fmt(c['generated_mean'])}, real test phantoms {fmt(c['real_mean'])}")
     agreement = figures["image_report_agreement"]
+    ci = lambda entry: "[{}, {}]".format(*map(fmt, entry["ci95"])) if entry and entry.get("ci95") else ""  # noqa: E731
     print("  image-report agreement, micro F1 [95% CI]: " + "; ".join(
-        f"{what} {fmt((agreement[pair] or {}).get('value'))} {(agreement[pair] or {}).get('ci95') or ''}" for pair, what in AGREEMENT_PAIRS))
+        f"{what} {fmt((agreement[pair] or {}).get('value'))} {ci(agreement[pair])}" for pair, what in AGREEMENT_PAIRS))
     control = figures.get("copy_share_real_reports") or {}
     print(f"  distinct reports {fmt(figures['distinct_share'])}; near copies of a training report: generated {fmt(figures['copy_share'])}, "
           f"held-out real reports {fmt(control.get('copy_share'))} (n={control.get('n_reports')}, the control)")
