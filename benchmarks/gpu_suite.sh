@@ -34,13 +34,14 @@ step() {  # step NAME TIMEOUT_S COMMAND... : run, keep the log and the exit stat
 
 if [[ $DRY == 1 ]]; then
   # Time limits here only stop a hung step; a shared CPU can be ten times slower than a free one (load 23 on 2 cores).
-  benchmarks() {
-    step vision_train 1800 "$PY" benchmarks/vision_train.py --device cpu --model unet-tiny --image-size 32 --batch 4 --steps 2 --warmup 1 --images 8 --levers none
-    step vision_sample 900 "$PY" benchmarks/vision_sample.py --device cpu --model unet-tiny --batch 2 --steps 2 --repeats 1
+  benchmarks() {  # two chains side by side (the dry run checks that every step works; its timings mean nothing)
+    { step vision_train 1800 "$PY" benchmarks/vision_train.py --device cpu --model unet-tiny --image-size 32 --batch 4 --steps 2 --warmup 1 --images 8 --levers none
+      step vision_sample 900 "$PY" benchmarks/vision_sample.py --device cpu --model unet-tiny --batch 2 --steps 2 --repeats 1; } &
     step eval 900 "$PY" benchmarks/eval.py --device cpu --n 8 --size 64 --batch 4 --probe 4 --labeler-reports 200
     step language 900 "$PY" benchmarks/language.py --device cpu --steps 2 --reports 4 --batch-size 4 --max-length 16
     step data_index 900 "$PY" benchmarks/data_index.py --scale 0.002
     step phantoms 900 "$PY" benchmarks/phantoms.py --n 16 --size 64
+    wait
   }
   PHANTOM_SIZE=64; SMOKE_LIMIT=900
   SMOKE_TRAIN=(vision/model=unet-tiny trainer=cpu-tiny trainer.max_steps=50 trainer.batch_size=4)
