@@ -99,8 +99,8 @@ def test_classifier_input_beats_16px_pixels_and_the_most_frequent_report(report_
     """The demo's language module (tiny BART on findings, word dropout 0.3) with a 200-step tiny DenseNet at 64 px."""
     import report_controls
 
-    from cxr_irgen.text.labeler import label_reports
     from cxr_irgen.language.generate import LanguageChain
+    from cxr_irgen.text.labeler import label_reports
 
     data = [f"data.root={report_phantoms}", "seed=0"]
     language = [*data, "data.image_size=64", "language/model=bart-tiny", "language/prior=vit-tiny", "trainer=cpu-tiny", "trainer.checkpoint_every=100000",
