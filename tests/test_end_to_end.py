@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from cxr_irgen.cli import run_command
@@ -56,7 +57,9 @@ def test_demo_writes_every_stage(demo_run):
     for stage in ("02-vision", "03-language-autoencoder", "04-classifier", "05-language-prior", "06-generate", "07-evaluate", "08-reports", "09-evaluate-reports"):
         assert (demo_run / stage).is_dir(), stage
     recorded = json.loads((demo_run / "05-language-prior" / "prior" / "generator.json").read_text())["representation"]
-    assert recorded["input"] == "image" and recorded["classifier"]["source"] == str((demo_run / "04-classifier").resolve())  # the demo's input; its classifier is passed for prior.input=classifier
+    assert recorded["input"] == "image"  # the demo's prior input; its classifier is passed for prior.input=classifier
+    prior_cfg = OmegaConf.load(demo_run / "05-language-prior" / "config.yaml")
+    assert Path(str(prior_cfg.prior.classifier.source)).resolve() == (demo_run / "04-classifier").resolve()
     metrics = json.loads((demo_run / "07-evaluate" / "metrics.json").read_text())
     assert metrics["fid"]["n_generated"] == 4 and math.isfinite(metrics["fid"]["value"]) and metrics["fid"]["value"] >= 0
     assert 0 < metrics["guards"]["distinct_share"] <= 1
