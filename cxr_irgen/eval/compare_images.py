@@ -72,14 +72,11 @@ def _auroc_metric(pathologies: list[str], classifier_pathologies: list[str], n: 
 
 def _extractor(cfg, device) -> torch.nn.Module:
     """The extractor ``eval.fid`` names, as `cxr-irgen evaluate` builds it (a train-classifier run's DenseNet for ``classifier``)."""
-    from cxr_irgen.eval.features import XRVFeatures, build_feature_extractor
+    from cxr_irgen.eval.features import build_feature_extractor
+    from cxr_irgen.eval.score import classifier_features
 
     if str(cfg.eval.fid.features) == "classifier":
-        from cxr_irgen.eval.classifier import Classifier
-
-        clf = Classifier.from_run_dir(cfg.eval.fid.classifier)
-        extractor = XRVFeatures(model=clf.model, resolution=clf.resolution)
-        extractor.name = f"{clf.name} features2 ({clf.resolution}px)"
+        extractor = classifier_features(cfg.eval.fid.classifier)
     else:
         extractor = build_feature_extractor(cfg.eval.fid, cfg.eval.get("xrv_weights"))
     return extractor.to(device).eval()
