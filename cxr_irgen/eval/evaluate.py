@@ -49,7 +49,7 @@ from omegaconf import OmegaConf
 
 from cxr_irgen.data.labels import CHEXPERT_LABELS, labels_from_row
 from cxr_irgen.errors import UserError
-from cxr_irgen.eval.score import FEATURE_METRICS, ImageSettings
+from cxr_irgen.eval.score import FEATURE_METRICS, ImageSettings, store_result
 from cxr_irgen.eval.score import IMAGE_METRICS as SCORED_IMAGE_METRICS
 from cxr_irgen.eval.sources import ImageSource, process_state, shard_map  # noqa: F401  (shard_map: this module's sharding, tested)
 
@@ -268,7 +268,7 @@ def _image_metrics(cfg, images: pd.DataFrame, real: RealData, real_all: pd.DataF
     if "utility" in wanted:
         results["utility"] = _utility(cfg, real, images, gen_labels, labelled)
     if "report_utility" in wanted:
-        _store(results, "report_utility", _report_utility(cfg, real, images), "no generated image comes with a generated report (generate mode=pairs writes them)")
+        store_result(results, "report_utility", _report_utility(cfg, real, images), "no generated image comes with a generated report (generate mode=pairs writes them)")
 
 
 def _agreement(cfg, images: pd.DataFrame, classifier, state) -> tuple[dict | None, str]:
@@ -285,13 +285,6 @@ def _agreement(cfg, images: pd.DataFrame, classifier, state) -> tuple[dict | Non
     return evaluate_pairs(pairs["image"].tolist(), pairs["report"].tolist(), pairs["labels"].tolist(), classifier=classifier,
                           labeler=labeler_kwargs(cfg.labeler), threshold=float(ag.threshold), n_bootstrap=int(ag.n_bootstrap),
                           seed=int(cfg.eval.seed), batch_size=int(cfg.eval.batch_size), state=state), ""
-
-
-def _store(results: dict, key: str, value: dict | None, reason: str) -> None:
-    if value is None:
-        results["skipped"][key] = reason
-    else:
-        results[key] = value
 
 
 @dataclass
@@ -445,7 +438,7 @@ def evaluate(cfg, feature_module: torch.nn.Module | None = None) -> dict:
         _image_metrics(cfg, images, real, real_images, classifier, state, feature_module, results)
         if "agreement" in image_metrics:
             value, reason = _agreement(cfg, images, classifier, state)
-            _store(results, "agreement", value, reason)
+            store_result(results, "agreement", value, reason)
         extractor_name = next((results[m]["feature_extractor"] for m in FEATURE_METRICS if m in results), None)
     if len(reports) and state.is_main_process:
         out = _report_metrics(cfg, reports, real, real.table if real is not None else None)  # any study of the data, not only eval.real's

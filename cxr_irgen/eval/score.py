@@ -322,10 +322,10 @@ def evaluate_images(generated, real, *, labels=None, real_labels=None, features=
             results["skipped"]["inception_score"] = ("needs torch-fidelity's Inception weights (eval.inception_score.weights=/path/"
                                                      "weights-inception-2015-12-05-6726825d.pth, the inception-fid part of weights.root)")
     if "psnr_ssim" in wanted:
-        _store(results, "psnr_ssim", _psnr_ssim(gen, gen_keys, real, [label_key(v) for v in real_labels], settings, state),
+        store_result(results, "psnr_ssim", _psnr_ssim(gen, gen_keys, real, [label_key(v) for v in real_labels], settings, state),
                "no generated label vector occurs among the real images")
     if "diversity" in wanted:
-        _store(results, "diversity", _diversity(gen, gen_keys, settings, state), "no two generated images share a label vector")
+        store_result(results, "diversity", _diversity(gen, gen_keys, settings, state), "no two generated images share a label vector")
     if "auroc" in wanted:
         if classifier is None:
             results["skipped"]["auroc"] = "set eval.auroc.classifier=xrv (with eval.xrv_weights) or a train-classifier run dir"
@@ -344,7 +344,8 @@ def evaluate_images(generated, real, *, labels=None, real_labels=None, features=
     return results
 
 
-def _store(results: dict, key: str, value: dict | None, reason: str) -> None:
+def store_result(results: dict, key: str, value: dict | None, reason: str) -> None:
+    """``results[key] = value``, or ``reason`` under ``results["skipped"][key]`` when there is no value."""
     if value is None:
         results["skipped"][key] = reason
     else:
