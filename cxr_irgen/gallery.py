@@ -60,12 +60,12 @@ def write_thumbnail(image: str | Path, out_png: Path, size: int = 256) -> Path:
     from PIL import Image
 
     from cxr_irgen.data.imageio import read_image
+    from cxr_irgen.utils.files import atomic_path
 
     pixels = read_image(image, size)[0].numpy()
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_suffix(".tmp.png")
-    Image.fromarray((pixels * 255).round().astype("uint8")).save(tmp)
-    tmp.replace(out_png)
+    with atomic_path(out_png) as tmp:
+        Image.fromarray((pixels * 255).round().astype("uint8")).save(tmp, format="PNG")
     return out_png
 
 
