@@ -27,7 +27,7 @@ from cxr_irgen.data.imageio import IMAGE_SUFFIXES
 from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels, label_problems, labels_from_row, parse_labels
 from cxr_irgen.errors import UserError
 from cxr_irgen.gallery import write_gallery
-from cxr_irgen.pipeline import decoding_record, language_run_dir, write_reports
+from cxr_irgen.pipeline import decoding_record, language_run_dir, redraw_copies, write_reports
 from cxr_irgen.pipeline import reference_pool as resolve_reference_pool
 from cxr_irgen.utils.device import resolve_device
 from cxr_irgen.utils.files import write_text_atomic
@@ -107,6 +107,8 @@ def check(cfg) -> dict | None:
         read_label_vectors(cfg.labels, cfg.labels_file)
         pool = reference_pool(cfg)
     if cfg.mode != "images":
+        if cfg.language.avoid_copies and not cfg.language.do_sample:
+            raise UserError("language.avoid_copies=true redraws sampled reports: set language.do_sample=true")
         language_run_dir(cfg.language.checkpoint)
     return pool
 
@@ -120,9 +122,27 @@ def _decode_options(cfg) -> dict:
     return options
 
 
-def _reports(generator, images: torch.Tensor, cfg, seeds: list[int]) -> list[str]:
-    """One report per image (B, 1, H, W) with the ``language.*`` options (:func:`cxr_irgen.pipeline.write_reports`)."""
-    return write_reports(generator, images, seeds, int(cfg.batch_size), **_decode_options(cfg))
+def training_report_index(language_dir: Path):
+    """The near-copy index (:class:`~cxr_irgen.eval.report_guards.TrainingReportIndex`) of the reports of the training split
+    of the data the language run was trained on (its ``config.yaml``): each findings, impression and both."""
+    from cxr_irgen.data.adapters import load_sections, load_table
+    from cxr_irgen.eval.report_guards import TrainingReportIndex, guard_texts
+
+    saved = saved_config(language_dir)
+    if saved is None or saved.get("data") is None:
+        raise UserError(f"language.avoid_copies: {language_dir} records no training data (config.yaml with data.*)")
+    table = load_table(saved.data)
+    train = table[table["split"] == "train"]
+    return TrainingReportIndex(guard_texts(load_sections(train, saved.data)))
+
+
+def _reports(generator, images: torch.Tensor, cfg, seeds: list[int], copies=None) -> tuple[list[str], list[int]]:
+    """One report per image (B, 1, H, W) with the ``language.*`` options (:func:`cxr_irgen.pipeline.write_reports`), near
+    copies of ``copies`` (a training-report index) drawn again; returns the reports and the seed each was drawn from."""
+    reports = write_reports(generator, images, seeds, int(cfg.batch_size), **_decode_options(cfg))
+    if copies is None:
+        return reports, list(seeds)
+    return reports, redraw_copies(generator, images, seeds, reports, copies, int(cfg.language.copy_retries), **_decode_options(cfg))
 
 
 def _sidecar(record: dict, item: dict, checkpoint) -> dict:
@@ -138,10 +158,12 @@ def _generate_pairs(cfg, pool: dict | None, items: list[dict], pairs_dir: Path, 
 
     language = language_run_dir(cfg.language.checkpoint) if cfg.mode == "pairs" else None
     pipe = PairPipeline.load(cfg.vision.checkpoint, language, pool, cfg.device)
+    copies = training_report_index(language) if language is not None and cfg.language.avoid_copies else None
     bar = progress_bar(total=len(items), desc="generate", disable=not show_progress, dynamic_ncols=True)
     for batch in _batches(items, int(cfg.batch_size)):
         out = pipe([item["labels"] for item in batch], seeds=[item["seed"] for item in batch], sampler=cfg.vision.scheduler, steps=cfg.vision.steps,
-                   guidance=cfg.vision.guidance, batch_size=int(cfg.batch_size), **_decode_options(cfg))
+                   guidance=cfg.vision.guidance, batch_size=int(cfg.batch_size), avoid_copies=copies, copy_retries=int(cfg.language.copy_retries),
+                   **_decode_options(cfg))
         save_images(out.image_tensor, [_sidecar(record, item, cfg.vision.checkpoint) for record, item in zip(out.records, batch)], pairs_dir)
         bar.update(len(batch))
     bar.close()
@@ -170,17 +192,19 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
     from cxr_irgen.text.labeler import label_reports
     from cxr_irgen.utils.progress import progress_bar
 
-    generator = load_report_generator(language_run_dir(cfg.language.checkpoint)).to(resolve_device(cfg.device))
+    language = language_run_dir(cfg.language.checkpoint)
+    generator = load_report_generator(language).to(resolve_device(cfg.device))
+    copies = training_report_index(language) if cfg.language.avoid_copies else None
     for batch in progress_bar(list(_batches(items, int(cfg.batch_size))), desc="reports", disable=not show_progress):
         batch, images = readable_images(batch, generator.image_size, bool(cfg.data.get("skip_bad")), pairs_dir)
         if not batch:
             continue
-        reports = _reports(generator, torch.stack(images), cfg, [item["seed"] for item in batch])
-        for item, report, rep_labels in zip(batch, reports, label_reports(reports)):
+        reports, drawn = _reports(generator, torch.stack(images), cfg, [item["seed"] for item in batch], copies)
+        for item, seed, report, rep_labels in zip(batch, drawn, reports, label_reports(reports)):
             thumb = write_thumbnail(item["path"], pairs_dir.parent / "thumbs" / f"{item['index']:04d}.png")
             _write_json({"index": item["index"], "image": str(item["path"]), "thumbnail": thumb.relative_to(pairs_dir.parent).as_posix(),
                          "labels": None, "report": report, "report_labels": format_labels(rep_labels),
-                         "decoding": decoding_record(generator, item["seed"], **_decode_options(cfg))}, pairs_dir / f"{item['index']:04d}.json")
+                         "decoding": decoding_record(generator, seed, **_decode_options(cfg))}, pairs_dir / f"{item['index']:04d}.json")
 
 
 def _image_items(images_dir: str | None, seed: int = 0) -> list[dict]:

@@ -166,6 +166,32 @@ def write_reports(generator, images: torch.Tensor, seeds: Sequence[int], batch_s
     return reports
 
 
+REDRAW_STRIDE = 1_000_003  # redraw k of the report of seed s draws from seed s + k·REDRAW_STRIDE
+
+
+def redraw_copies(generator, images: torch.Tensor, seeds: Sequence[int], reports: list[str], training, retries: int = 5,
+                  **decode: Any) -> list[int]:
+    """Draw again each sampled report that nearly copies a training report (edit similarity ≥ 0.95, the ``copy_share``
+    guard of :mod:`cxr_irgen.eval.report_guards`), from seed ``s + k·REDRAW_STRIDE``, k = 1..``retries``, until it copies
+    none; the last draw is kept when every draw copies. ``reports`` (one per image (B, 1, H, W)) is updated in place;
+    returns the seed each report was drawn from (what its decoding record names, so each stays reproducible alone).
+    ``training``: the training reports, or a :class:`~cxr_irgen.eval.report_guards.TrainingReportIndex` of them.
+    """
+    from cxr_irgen.eval.report_guards import TrainingReportIndex
+
+    if not decode.get("do_sample"):
+        raise UserError("avoiding copies of training reports redraws sampled reports: it needs do_sample=True")
+    index = training if isinstance(training, TrainingReportIndex) else TrainingReportIndex(training)
+    drawn = [int(seed) for seed in seeds]
+    for i, seed in enumerate(seeds):
+        for k in range(1, retries + 1):
+            if index.nearest_copy(reports[i]) is None:
+                break
+            drawn[i] = int(seed) + k * REDRAW_STRIDE
+            reports[i] = write_reports(generator, images[i : i + 1], [drawn[i]], **decode)[0]
+    return drawn
+
+
 def decoding_record(generator, seed: int, **decode: Any) -> dict:
     """The full decoding config :func:`write_reports` uses with ``decode`` (generate records it per pair), with the seed
     a sampled report was drawn from."""
@@ -236,7 +262,8 @@ class PairPipeline:
         return cls(pipe, generator, pool)
 
     def __call__(self, labels, n: int = 1, seeds: int | Sequence[int] = 0, sampler: str = "pndm", steps: int = 50, guidance: float = 7.5,
-                 batch_size: int | None = None, reports: bool = True, progress: bool = False, **decode: Any) -> PairPipelineOutput:
+                 batch_size: int | None = None, reports: bool = True, progress: bool = False, avoid_copies=None, copy_retries: int = 5,
+                 **decode: Any) -> PairPipelineOutput:
         """Generate ``n`` pairs per label vector.
 
         ``labels``: a label string (``"Cardiomegaly=1, Edema=0"``; 1 positive, 0 negative, -1 uncertain, a bare name
@@ -244,7 +271,9 @@ class PairPipeline:
         (image ``i`` gets ``seeds + i``) or one per image. ``sampler``: ``pndm``, ``ddim`` or ``dpm++``; ``guidance``: the
         classifier-free guidance scale (1 disables it). ``batch_size``: images per forward pass (None: all at once; the
         images do not depend on it, up to float rounding). ``reports=False`` skips the report generator. ``decode``: the report generator's
-        decoding options (``num_beams``, ``max_length``, ``do_sample``, ``top_p``, ...). Bad labels or seeds raise
+        decoding options (``num_beams``, ``max_length``, ``do_sample``, ``top_p``, ...). ``avoid_copies``: training reports
+        (or a ``TrainingReportIndex``); a sampled report that nearly copies one is drawn again, up to ``copy_retries``
+        times (:func:`redraw_copies`). Bad labels or seeds raise
         :class:`~cxr_irgen.errors.UserError` before anything runs.
         """
         from cxr_irgen.data.imageio import read_image
@@ -254,6 +283,8 @@ class PairPipeline:
 
         vectors, seeds = plan(labels, n, seeds)
         vectors = list(vectors)
+        if avoid_copies is not None and reports and self.report_generator is not None and not decode.get("do_sample"):
+            raise UserError("avoid_copies redraws sampled reports: it needs do_sample=True")
         reference_ids, reference_images = [None] * len(vectors), None
         if self.reference is not None:
             reference_ids = [self.reference.lookup(vec, seed=seed) for vec, seed in zip(vectors, seeds)]
@@ -262,6 +293,9 @@ class PairPipeline:
                              batch_size=batch_size, progress=progress)
         generator = self.report_generator if reports else None
         texts = write_reports(generator, images, seeds, batch_size, **decode) if generator is not None else None
+        drawn = list(seeds)
+        if texts is not None and avoid_copies is not None:
+            drawn = redraw_copies(generator, images, seeds, texts, avoid_copies, copy_retries, **decode)
         report_labels = label_reports(texts) if texts is not None else None
         records = self.vision.image_meta(vectors, seeds, reference_ids, steps, guidance, sampler)
         for i, record in enumerate(records):
@@ -270,7 +304,7 @@ class PairPipeline:
             if generator is None:
                 record.update(report=None, report_labels=None, decoding=None)
             else:
-                record.update(report=texts[i], report_labels=format_labels(report_labels[i]), decoding=decoding_record(generator, seeds[i], **decode))
+                record.update(report=texts[i], report_labels=format_labels(report_labels[i]), decoding=decoding_record(generator, drawn[i], **decode))
         return PairPipelineOutput(images=[to_pil(image) for image in images], image_tensor=images, reports=texts, report_labels=report_labels,
                                   labels=np.stack(vectors), prompts=[labels_to_prompt(v) for v in vectors], seeds=seeds,
                                   reference_ids=reference_ids, records=records)

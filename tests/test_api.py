@@ -145,6 +145,33 @@ def test_sampled_reports_are_drawn_from_each_seed(pipe):
     assert [r["decoding"]["seed"] for r in records] == [0, 1]
 
 
+def test_reports_that_copy_a_training_report_are_drawn_again(pipe, runs, phantom_root):
+    from cxr_irgen.eval.report_guards import TrainingReportIndex
+    from cxr_irgen.generate import training_report_index
+    from cxr_irgen.pipeline import REDRAW_STRIDE, write_reports
+
+    sampled = {**FAST, "do_sample": True, "top_p": 0.9}
+    first = pipe(LABELS, n=2, seeds=0, **sampled)
+    assert len(set(first.reports)) == 4, first.reports
+    avoided = pipe(LABELS, n=2, seeds=0, **sampled, avoid_copies=first.reports[:2])
+    index = TrainingReportIndex(first.reports[:2])
+    assert all(index.nearest_copy(r) is None for r in avoided.reports) and avoided.reports[2:] == first.reports[2:]
+    drawn = [r["decoding"]["seed"] for r in avoided.records]
+    assert drawn[2:] == [2, 3] and all(seed % REDRAW_STRIDE == i and seed >= REDRAW_STRIDE for i, seed in enumerate(drawn[:2]))
+    for i in (0, 1):  # each redrawn report is reproducible alone from the seed its record names
+        assert write_reports(pipe.report_generator, avoided.image_tensor[i : i + 1], [drawn[i]], do_sample=True, top_p=0.9, max_length=8) == [avoided.reports[i]]
+    with pytest.raises(UserError, match="needs do_sample=True"):
+        pipe(LABELS, **FAST, avoid_copies=first.reports)
+    from cxr_irgen.data.mimic import load_index
+    from cxr_irgen.data.sections import load_report_sections
+
+    index = load_index(phantom_root)
+    sections = load_report_sections(index).set_index("study_id")
+    train_study = index.loc[index["split"] == "train", "study_id"].iloc[0]
+    training = training_report_index(runs["prior"])  # the training split of the data the language run records
+    assert training.nearest_copy(sections.loc[train_study, "findings"]) is not None and len(training.reports) > 50
+
+
 def test_images_only_without_a_language_run(pipe):
     bare = cxr_irgen.PairPipeline(pipe.vision, reference_pool=pipe.reference_pool)
     out = bare(LABELS[0], **FAST)

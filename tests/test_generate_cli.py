@@ -37,6 +37,7 @@ def vision_run(phantom_root, tmp_path_factory) -> Path:
     (["--labels", "Edema=1", "--n", "0"], ["n='0'"]),
     (["--labels", "Edema=1", "--n", "-1"], ["n='-1'"]),
     (["--labels", "Edema=1", "vision.checkpoint=RUN", "mode=pairs", "language.checkpoint=RUN"], ["is a train-vision run, not a train-language stage=prior run"]),
+    (["--labels", "Edema=1", "vision.checkpoint=RUN", "mode=pairs", "language.checkpoint=RUN", "language.avoid_copies=true"], ["set language.do_sample=true"]),
     (["--labels", "Edema=1", "vision.checkpoint=PHANTOMS"], ["is not a cxr-irgen run dir, not a finished train-vision run"]),
     (["--labels", "Edema=1", "vision.checkpoint=RUN", "data.root=ELSEWHERE"], ["the vision run was trained on data=phantom", "vision.allow_reference_mismatch=true"]),
     (["--labels", "Edema=1", "vision.chekpoint=RUN"], ["unknown config key 'vision.chekpoint'", "did you mean vision.checkpoint"]),
