@@ -46,6 +46,22 @@ class LinearDenoiser(torch.nn.Module):
 
 
 @pytest.mark.slow
+def test_timestep_bias_draws_the_low_noise_steps_more_often(phantom_root, tmp_path, capsys, monkeypatch):
+    from cli_helpers import refused
+    from omegaconf import OmegaConf
+
+    from cxr_irgen.vision.train import timestep_weights
+
+    assert timestep_weights(OmegaConf.create({"portion": 0.25, "multiplier": 1.0}), 1000) is None  # uniform: torch.randint, as before
+    weights = timestep_weights(OmegaConf.create({"portion": 0.25, "multiplier": 3.0}), 1000)
+    draws = torch.multinomial(weights, 20000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert weights.shape == (1000,) and weights[:250].eq(3).all() and weights[250:].eq(1).all()
+    assert abs(float((draws < 250).float().mean()) - 0.5) < 0.02  # 250·3 of 250·3 + 750: half the draws
+    line = refused(["train-vision", f"data.root={phantom_root}", "vision/model=unet-tiny", "timestep_bias.multiplier=0",
+                    f"hydra.run.dir={tmp_path / 'run'}"], capsys, tmp_path, monkeypatch)
+    assert "timestep_bias" in line and "multiplier=0.0 above 0" in line
+
+
 def test_one_batch_overfit_drives_loss_down(tmp_path):
     from omegaconf import OmegaConf
 

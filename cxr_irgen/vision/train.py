@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cxr_irgen.errors import UserError
 from cxr_irgen.utils.rundir import run_dir
 from cxr_irgen.utils.speed import apply_speed_levers
 from cxr_irgen.vision.conditioning import guidance_warning
@@ -49,23 +50,42 @@ def prediction_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tenso
     return latents if kind == "sample" else noise
 
 
-def diffusion_loss(model: VisionModel, features: dict[str, torch.Tensor], noise_scheduler) -> torch.Tensor:
-    """MSE between the target and the prediction at a uniformly drawn step (the model maps it to its backbone's time input)."""
+def timestep_weights(bias, num_train_timesteps: int) -> torch.Tensor | None:
+    """Relative draw weights (T,) of the training steps: the lowest-noise ``bias.portion`` of them ``bias.multiplier``
+    times as likely as the rest (diffusers' ``timestep_bias_strategy="earlier"``); None when the multiplier is 1
+    (uniform, as the paper). A bad setting raises :class:`~cxr_irgen.errors.UserError`."""
+    portion, multiplier = float(bias.portion), float(bias.multiplier)
+    if not 0 < portion <= 1 or multiplier <= 0:
+        raise UserError(f"timestep_bias: portion={portion} must be in (0, 1] and multiplier={multiplier} above 0")
+    if multiplier == 1:
+        return None
+    weights = torch.ones(num_train_timesteps)
+    weights[: max(1, round(portion * num_train_timesteps))] *= multiplier
+    return weights
+
+
+def diffusion_loss(model: VisionModel, features: dict[str, torch.Tensor], noise_scheduler, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between the target and the prediction at a drawn step (the model maps it to its backbone's time input): uniform,
+    or with ``weights`` (T,) (:func:`timestep_weights`)."""
     latents = features["latents"]
     noise = torch.randn_like(latents)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
+    if weights is None:
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
+    else:
+        timesteps = torch.multinomial(weights, latents.shape[0], replacement=True).to(latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     target = prediction_target(noise_scheduler, latents, noise, timesteps)
     return F.mse_loss(model(noisy, timesteps, features).float(), target.float())
 
 
-def make_loss_fn(noise_scheduler, encoders: FrozenEncoders | None):
-    """``loss_fn(model, batch)``; with ``encoders`` the batch holds images and prompts, encoded in the step."""
+def make_loss_fn(noise_scheduler, encoders: FrozenEncoders | None, weights: torch.Tensor | None = None):
+    """``loss_fn(model, batch)``; with ``encoders`` the batch holds images and prompts, encoded in the step; ``weights``:
+    the training steps' draw weights (:func:`timestep_weights`, None: uniform)."""
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.float()
 
     def loss_fn(model, batch):
         features = encoders.encode_batch(batch) if encoders is not None else batch
-        return diffusion_loss(model, features, noise_scheduler)
+        return diffusion_loss(model, features, noise_scheduler, weights)
 
     return loss_fn
 
@@ -118,6 +138,7 @@ def run(cfg) -> None:
 
     model_cfg = cfg.vision.model
     scheduler_kwargs(model_cfg.noise_schedule)  # an unknown schedule kind or prediction type fails before any model loads
+    weights = timestep_weights(cfg.timestep_bias, int(model_cfg.noise_schedule.num_train_timesteps))
     if cfg.features and not cfg.prepare:
         check_feature_cache(cfg.features, model_cfg)
     out = run_dir(cfg)
@@ -157,7 +178,7 @@ def run(cfg) -> None:
         dataset = VisionDataset(index, model_cfg.image_size, reference, cfg.seed, skip_bad=bool(cfg.data.get("skip_bad", False)), epoch_fn=clock)
         collate_fn, step_encoders = collate, encoders
     grid = SampleGrid(accelerator, encoders, model_cfg, index, reference, out / "samples", cfg.sample_every, cfg.sample_n, cfg.sample_steps, cfg.sample_guidance, cfg.seed)
-    loss_fn = make_loss_fn(build_noise_scheduler(model_cfg), step_encoders)
+    loss_fn = make_loss_fn(build_noise_scheduler(model_cfg), step_encoders, weights)
     result = train(accelerator, model, dataset, loss_fn, cfg.trainer, out, cfg.seed, collate_fn=collate_fn, on_step=grid, on_epoch=clock.set)
     if accelerator.is_main_process:
         saved = accelerator.unwrap_model(model).save_pretrained(out / MODEL_DIR, model_cfg)
