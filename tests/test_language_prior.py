@@ -131,6 +131,7 @@ def _train_texts(phantom_root) -> list[str]:
     return language_stage1(table, load_report_sections(table), TEXT)["text"].tolist()
 
 
+@pytest.mark.slow
 def test_stage1_run_writes_a_loadable_autoencoder(stage1_run, phantom_root):
     """Controls: the most frequent training report written for every held-out report (BLEU-4), and the unigram entropy of the
     training tokens (the loss of a decoder that reads neither the bottleneck nor the context). Measured: BLEU-4 0.028 vs 0.0;
@@ -157,6 +158,7 @@ def test_stage1_run_writes_a_loadable_autoencoder(stage1_run, phantom_root):
     assert autoencoder.embedding_dim == 32
 
 
+@pytest.mark.slow
 def test_prior_loss_drops_and_generator_loads(phantom_root, stage1_run, tmp_path):
     """Control: the mean training target embedding predicted for every image (the issue measured a collapsed fixture where
     it scored 0.0037 against the prior's 0.0042). Measured here: prior 0.117 vs control 0.122 on the training pairs."""
