@@ -61,7 +61,9 @@ def test_sampled_reports_are_drawn_from_each_pairs_seed_whatever_the_batch():
     import torch
     from omegaconf import OmegaConf
 
+    from cxr_irgen.eval.report_guards import TrainingReportIndex
     from cxr_irgen.generate import _reports
+    from cxr_irgen.pipeline import REDRAW_STRIDE
 
     calls = []
 
@@ -73,10 +75,14 @@ def test_sampled_reports_are_drawn_from_each_pairs_seed_whatever_the_batch():
     images = torch.zeros(3, 1, 4, 4)
     torch.manual_seed(0)
     before = torch.get_rng_state()
-    together = _reports(generator, images, cfg, [7, 8, 9])
-    assert torch.equal(torch.get_rng_state(), before)
-    alone = [_reports(generator, images[i:i + 1], cfg, [seed])[0] for i, seed in enumerate([7, 8, 9])]
+    together, drawn = _reports(generator, images, cfg, [7, 8, 9])
+    assert torch.equal(torch.get_rng_state(), before) and drawn == [7, 8, 9]
+    alone = [_reports(generator, images[i:i + 1], cfg, [seed])[0][0] for i, seed in enumerate([7, 8, 9])]
     assert together == alone and len(set(together)) == 3
+    cfg.language.copy_retries = 5
+    redrawn, drawn = _reports(generator, images, cfg, [7, 8, 9], TrainingReportIndex([together[0]]))  # the first one "copies"
+    assert drawn == [7 + REDRAW_STRIDE, 8, 9] and redrawn[1:] == together[1:] and redrawn[0] != together[0]
+    assert redrawn[0] == _reports(generator, images[:1], cfg, [7 + REDRAW_STRIDE])[0][0]
     cfg.language.do_sample = False
     calls.clear()
     _reports(generator, images, cfg, [7, 8, 9])
