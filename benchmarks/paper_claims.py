@@ -103,14 +103,21 @@ def shuffled_labels(generated: Path, out: Path, seed: int) -> Path:
                        [labels[i] for i in order])
 
 
-def real_training_images(data: Path, n: int, seed: int, out: Path) -> Path:
-    """``n`` random PA/AP training phantoms with their own labels (the real-data floor of FID, the ceiling of AUROC)."""
+def phantom_data(data: Path):
+    """The ``data`` config of the phantom tree ``data`` and its index table."""
     from omegaconf import OmegaConf
 
     from cxr_irgen.data.adapters import load_table
+
+    data_cfg = OmegaConf.create({"name": "phantom", "root": str(data), "cache_dir": None})
+    return data_cfg, load_table(data_cfg)
+
+
+def real_training_images(data: Path, n: int, seed: int, out: Path) -> Path:
+    """``n`` random PA/AP training phantoms with their own labels (the real-data floor of FID, the ceiling of AUROC)."""
     from cxr_irgen.data.labels import CHEXPERT_LABELS, format_labels
 
-    table = load_table(OmegaConf.create({"name": "phantom", "root": str(data), "cache_dir": None}))
+    table = phantom_data(data)[1]
     train = table[(table["split"] == "train") & table["view"].isin(["PA", "AP"])]
     pick = train.iloc[np.sort(np.random.default_rng(seed).choice(len(train), min(n, len(train)), replace=False))]
     return write_pairs(out, pick["image_path"].tolist(), [format_labels(v) for v in pick[list(CHEXPERT_LABELS)].to_numpy(np.float32)])
@@ -118,13 +125,10 @@ def real_training_images(data: Path, n: int, seed: int, out: Path) -> Path:
 
 def training_reports(data: Path) -> list[str]:
     """The training studies' findings, the texts stage 1 learns."""
-    from omegaconf import OmegaConf
-
-    from cxr_irgen.data.adapters import load_sections, load_table
+    from cxr_irgen.data.adapters import load_sections
     from cxr_irgen.data.selections import language_stage1
 
-    data_cfg = OmegaConf.create({"name": "phantom", "root": str(data), "cache_dir": None})
-    table = load_table(data_cfg)
+    data_cfg, table = phantom_data(data)
     return language_stage1(table, load_sections(table, data_cfg), "findings")["text"].tolist()
 
 

@@ -146,6 +146,8 @@ def test_sampled_reports_are_drawn_from_each_seed(pipe):
 
 
 def test_reports_that_copy_a_training_report_are_drawn_again(pipe, runs, phantom_root):
+    from cxr_irgen.data.mimic import load_index
+    from cxr_irgen.data.sections import load_report_sections
     from cxr_irgen.eval.report_guards import TrainingReportIndex
     from cxr_irgen.generate import training_report_index
     from cxr_irgen.pipeline import REDRAW_STRIDE, write_reports
@@ -162,9 +164,6 @@ def test_reports_that_copy_a_training_report_are_drawn_again(pipe, runs, phantom
         assert write_reports(pipe.report_generator, avoided.image_tensor[i : i + 1], [drawn[i]], do_sample=True, top_p=0.9, max_length=8) == [avoided.reports[i]]
     with pytest.raises(UserError, match="needs do_sample=True"):
         pipe(LABELS, **FAST, avoid_copies=first.reports)
-    from cxr_irgen.data.mimic import load_index
-    from cxr_irgen.data.sections import load_report_sections
-
     index = load_index(phantom_root)
     sections = load_report_sections(index).set_index("study_id")
     train_study = index.loc[index["split"] == "train", "study_id"].iloc[0]
