@@ -152,17 +152,19 @@ def plan(labels, n: int = 1, seeds: int | Sequence[int] = 0) -> tuple[np.ndarray
     return repeated, seeds
 
 
-def write_reports(generator, images: torch.Tensor, seeds: Sequence[int], batch_size: int | None = None, **decode: Any) -> list[str]:
-    """One report per image (B, 1, H, W) in [0, 1]. With nucleus sampling (``do_sample=True``) each report is drawn
-    from its own seed, one image at a time, so a sampled report is reproducible alone whatever the batch; the
-    caller's random state is left as it was."""
+def write_reports(generator, images: torch.Tensor, seeds: Sequence[int], batch_size: int | None = None, labels=None, **decode: Any) -> list[str]:
+    """One report per image (B, 1, H, W) in [0, 1]; ``labels`` (B, 14), the requested vectors, reach a generator that
+    ``reads_labels`` (others ignore them). With nucleus sampling (``do_sample=True``) each report is drawn from its own
+    seed, one image at a time, so a sampled report is reproducible alone whatever the batch; the caller's random state
+    is left as it was."""
+    labels = torch.as_tensor(np.asarray(labels, dtype=np.float32)) if labels is not None and generator.reads_labels else None
     if not decode.get("do_sample"):
-        return generator(images, batch_size=batch_size or len(images), **decode)
+        return generator(images, batch_size=batch_size or len(images), labels=labels, **decode)
     reports = []
-    for image, seed in zip(images, seeds):
+    for i, (image, seed) in enumerate(zip(images, seeds)):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            reports += generator(image[None], batch_size=1, seed=int(seed), **decode)
+            reports += generator(image[None], batch_size=1, seed=int(seed), labels=None if labels is None else labels[i : i + 1], **decode)
     return reports
 
 
@@ -170,12 +172,13 @@ REDRAW_STRIDE = 1_000_003  # redraw k of the report of seed s draws from seed s 
 
 
 def redraw_copies(generator, images: torch.Tensor, seeds: Sequence[int], reports: list[str], training, retries: int = 5,
-                  **decode: Any) -> list[int]:
+                  labels=None, **decode: Any) -> list[int]:
     """Draw again each sampled report that nearly copies a training report (edit similarity ≥ 0.95, the ``copy_share``
     guard of :mod:`cxr_irgen.eval.report_guards`), from seed ``s + k·REDRAW_STRIDE``, k = 1..``retries``, until it copies
     none; the last draw is kept when every draw copies. ``reports`` (one per image (B, 1, H, W)) is updated in place;
     returns the seed each report was drawn from (what its decoding record names, so each stays reproducible alone).
-    ``training``: the training reports, or a :class:`~cxr_irgen.eval.report_guards.TrainingReportIndex` of them.
+    ``training``: the training reports, or a :class:`~cxr_irgen.eval.report_guards.TrainingReportIndex` of them;
+    ``labels`` (B, 14) as in :func:`write_reports`.
     """
     from cxr_irgen.eval.report_guards import TrainingReportIndex
 
@@ -188,7 +191,7 @@ def redraw_copies(generator, images: torch.Tensor, seeds: Sequence[int], reports
             if index.nearest_copy(reports[i]) is None:
                 break
             drawn[i] = int(seed) + k * REDRAW_STRIDE
-            reports[i] = write_reports(generator, images[i : i + 1], [drawn[i]], **decode)[0]
+            reports[i] = write_reports(generator, images[i : i + 1], [drawn[i]], labels=None if labels is None else labels[i : i + 1], **decode)[0]
     return drawn
 
 
@@ -292,10 +295,10 @@ class PairPipeline:
         images = self.vision(vectors, reference_images, seeds=seeds, steps=steps, guidance=guidance, scheduler=sampler,
                              batch_size=batch_size, progress=progress)
         generator = self.report_generator if reports else None
-        texts = write_reports(generator, images, seeds, batch_size, **decode) if generator is not None else None
+        texts = write_reports(generator, images, seeds, batch_size, labels=vectors, **decode) if generator is not None else None
         drawn = list(seeds)
         if texts is not None and avoid_copies is not None:
-            drawn = redraw_copies(generator, images, seeds, texts, avoid_copies, copy_retries, **decode)
+            drawn = redraw_copies(generator, images, seeds, texts, avoid_copies, copy_retries, labels=vectors, **decode)
         report_labels = label_reports(texts) if texts is not None else None
         records = self.vision.image_meta(vectors, seeds, reference_ids, steps, guidance, sampler)
         for i, record in enumerate(records):

@@ -97,6 +97,42 @@ def test_prior_save_load_roundtrip(tmp_path):
     assert torch.equal(prior(x), reloaded(x))
 
 
+def test_label_tokens_tell_the_states_apart_and_none_means_not_mentioned(tmp_path):
+    prior = tiny_prior("clip", labels=True).eval()
+    x = torch.randn(1, 32).expand(4, 32)
+    labels = torch.full((4, 14), float("nan"))
+    labels[0, 1], labels[1, 1], labels[2, 1] = 1.0, 0.0, -1.0
+    out = prior(x, labels)
+    assert all(not torch.allclose(out[i], out[j]) for i in range(4) for j in range(i + 1, 4))
+    assert torch.equal(prior(x), prior(x, torch.full((4, 14), float("nan"))))
+    prior.save_pretrained(tmp_path / "prior")
+    reloaded = PriorViT.from_pretrained(tmp_path / "prior").eval()
+    assert reloaded.reads_labels and torch.equal(reloaded(x, labels), out)
+    with pytest.raises(UserError, match="14 values"):
+        prior(x, labels[:, :5])
+    with pytest.raises(UserError, match="without label tokens"):
+        tiny_prior("clip")(x, labels)
+
+
+def test_label_dropout_hides_whole_vectors():
+    from cxr_irgen.language.train import prior_step
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, labels=None):
+            seen.append(labels)
+            return x
+
+    inputs, targets, labels = torch.zeros(400, 3), torch.zeros(400, 3), torch.ones(400, 14)
+    torch.manual_seed(0)
+    prior_step("mse", 0.0, 0.25)(Recorder(), (inputs, labels, targets))
+    dropped = seen[0].isnan()
+    assert torch.equal(dropped.all(1), dropped.any(1)) and 0.18 < dropped.all(1).float().mean() < 0.32
+    prior_step("mse", 0.0, 0.0)(Recorder(), (inputs, labels, targets))
+    assert torch.equal(seen[1], labels)
+
+
 @pytest.fixture(scope="module")
 def stage1_run(phantom_root, tmp_path_factory) -> Path:
     """150 steps on the impressions of the 240-phantom tree. Word dropout 0.3 and no dropout keep the tiny decoder reading the

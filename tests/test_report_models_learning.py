@@ -4,7 +4,7 @@ A trained DVE+Transformer and an FVE+M2 (FVE classifiers pre-trained with
 ``train-report-encoder`` first) write reports for held-out phantoms whose labeler labels
 agree with the images' labels (micro F1 over positive mentions) better than always writing
 the most frequent training report, and better than the same reports shuffled across the
-images (the margin test of tests/test_language_end_to_end.py). Measured while writing
+images (the margin test of tests/test_language_held_out.py). Measured while writing
 (2026-12-01, one seed): DVE+Transformer 0.48 vs 0.40 (most frequent) and 0.38 (shuffled);
 FVE+M2 0.52 vs 0.40 and 0.33.
 """

@@ -87,10 +87,15 @@ class LanguageChain:
     def device(self) -> torch.device:
         return self.autoencoder.device
 
+    @property
+    def reads_labels(self) -> bool:
+        """Whether the prior also reads the CheXpert label vector of each image (``prior.labels=true``)."""
+        return self.prior.reads_labels
+
     @torch.no_grad()
-    def embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) in [0, 1] → predicted report embeddings (B, d)."""
-        return self.prior(self.representation(images.to(self.device))).float()
+    def embeddings(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1, H, W) in [0, 1], optional label vectors (B, 14) → predicted report embeddings (B, d)."""
+        return self.prior(self.representation(images.to(self.device)), labels).float()
 
     def decoding_settings(self, num_beams: int = 1, do_sample: bool = False, top_p: float = 0.9, max_length: int = 128, no_repeat_ngram_size: int = 0) -> dict:
         """The full decoding config :meth:`__call__` uses with these arguments (recorded in each generate sidecar)."""
@@ -107,13 +112,16 @@ class LanguageChain:
         top_p: float = 0.9,
         max_length: int = 128,
         no_repeat_ngram_size: int = 0,
+        labels: torch.Tensor | None = None,
     ) -> list[str]:
-        """One report per image; greedy (default), beam (``num_beams``) or nucleus (``do_sample``, ``top_p``) decoding."""
+        """One report per image; greedy (default), beam (``num_beams``) or nucleus (``do_sample``, ``top_p``) decoding.
+        ``labels`` (B, 14): the requested CheXpert vectors, for a prior that :attr:`reads_labels` (None: not mentioned)."""
         if images.ndim != 4 or images.shape[1] != 1:
             raise UserError(f"images must be (B, 1, H, W) grayscale in [0, 1], got shape {tuple(images.shape)}")
+        label_chunks = labels.split(int(batch_size)) if labels is not None else [None] * len(images.split(int(batch_size)))
         reports: list[str] = []
-        for chunk in images.split(int(batch_size)):
-            embeddings = self.embeddings(chunk)
+        for chunk, chunk_labels in zip(images.split(int(batch_size)), label_chunks):
+            embeddings = self.embeddings(chunk, chunk_labels)
             reports += self.autoencoder.decode(embeddings, max_length=max_length, num_beams=num_beams, do_sample=do_sample, top_p=top_p,
                                                batch_size=batch_size, no_repeat_ngram_size=no_repeat_ngram_size)
         return reports

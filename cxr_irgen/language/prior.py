@@ -10,6 +10,10 @@ Inputs (``input``), each turned into a token sequence before the transformer:
 - ``latent``: the VAE latent (B, 4, h, w), cut into ``patch_size``² patches by a strided conv.
 - ``image``: the pixels (B, 1, S, S), patched the same way.
 
+With ``labels`` (beyond the paper, docs/prior-input-classifier.md), the CheXpert label vector (B, 14) adds 14 tokens,
+one learned embedding per label and state (positive, negative, uncertain, not mentioned); training drops the whole
+vector (all "not mentioned") with probability ``label_dropout``, so the prior also writes from the image alone.
+
 A learned ``[CLS]`` token is prepended; its final state (after the last LayerNorm) goes
 through one linear layer to the embedding size. The output is unbounded (no tanh): BART's
 pooled states are not confined to [-1, 1].
@@ -35,6 +39,8 @@ PRIOR_INPUTS = ("clip", "latent", "image", "classifier")
 VECTOR_INPUTS = ("clip", "classifier")  # (B, D) inputs, split into clip_tokens chunks
 PRIOR_LOSSES = ("mse+cos", "mse", "cos")
 PRIOR_FILE = "prior.json"
+NUM_LABELS = 14
+LABEL_STATES = (1.0, 0.0, -1.0)  # positive, negative, uncertain; anything else (NaN) is "not mentioned", state 3
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -76,6 +82,7 @@ class PriorViT(nn.Module):
         pretrained: hub id or directory of a ``ViTModel`` whose blocks, final norm and [CLS] token are used.
         vit_config: a full ``ViTConfig`` dict (how a saved prior is rebuilt; overrides the size arguments).
         init_seed: seed of the random initialisation.
+        labels: whether the CheXpert label vector (B, 14) adds 14 tokens (:meth:`forward`'s ``labels``).
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class PriorViT(nn.Module):
         pretrained: str | None = None,
         vit_config: dict | None = None,
         init_seed: int = 0,
+        labels: bool = False,
     ):
         super().__init__()
         from transformers import ViTConfig, ViTModel
@@ -114,12 +122,18 @@ class PriorViT(nn.Module):
             self.blocks = vit.layers
             self.norm = vit.layernorm
             self.token_embedding, num_tokens = self._make_token_embedding(patch_size, clip_tokens)
-            self.position_embedding = nn.Parameter(torch.randn(1, num_tokens + 1, self.width) * 0.02)
+            self.position_embedding = nn.Parameter(torch.randn(1, num_tokens + 1 + NUM_LABELS * bool(labels), self.width) * 0.02)
             self.head = nn.Linear(self.width, int(output_dim))
+            self.label_embedding = nn.Embedding(NUM_LABELS * (len(LABEL_STATES) + 1), self.width) if labels else None
         self.settings = {
             "input": input, "input_shape": list(self.input_shape), "output_dim": int(output_dim),
-            "patch_size": int(patch_size), "clip_tokens": int(clip_tokens), "vit_config": vit.config.to_dict(),
+            "patch_size": int(patch_size), "clip_tokens": int(clip_tokens), "vit_config": vit.config.to_dict(), "labels": bool(labels),
         }
+
+    @property
+    def reads_labels(self) -> bool:
+        """Whether :meth:`forward` takes the label vector."""
+        return self.label_embedding is not None
 
     def _make_token_embedding(self, patch_size: int, clip_tokens: int) -> tuple[nn.Module, int]:
         if self.input in VECTOR_INPUTS:
@@ -141,9 +155,25 @@ class PriorViT(nn.Module):
             return self.token_embedding(x.reshape(x.shape[0], -1, self.chunk))
         return self.token_embedding(x).flatten(2).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, *input_shape) → (B, output_dim)."""
+    def label_tokens(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Label vectors (B, 14) of 1 / 0 / −1 / NaN (None: all not mentioned) → tokens (B, 14, width)."""
+        states = torch.full((batch, NUM_LABELS), len(LABEL_STATES), dtype=torch.long, device=self.head.weight.device)
+        if labels is not None:
+            if tuple(labels.shape) != (batch, NUM_LABELS):
+                raise UserError(f"the prior takes one CheXpert label vector (14 values) per image, got shape {tuple(labels.shape)} for {batch} images")
+            labels = labels.to(states.device)
+            for state, value in enumerate(LABEL_STATES):
+                states[labels == value] = state
+        offsets = torch.arange(NUM_LABELS, device=states.device) * (len(LABEL_STATES) + 1)
+        return self.label_embedding(states + offsets)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, *input_shape), labels (B, 14) or None (only for a prior that :attr:`reads_labels`) → (B, output_dim)."""
+        if labels is not None and not self.reads_labels:
+            raise UserError("this prior was trained without label tokens (prior.labels=false): it takes no label vectors")
         tokens = self.tokens(x.to(self.head.weight.dtype))
+        if self.reads_labels:
+            tokens = torch.cat([tokens, self.label_tokens(labels, tokens.shape[0]).to(tokens.dtype)], dim=1)
         hidden = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.position_embedding
         for block in self.blocks:
             hidden = block(hidden)
@@ -186,4 +216,5 @@ def build_prior(prior_cfg, input_shape: tuple[int, ...], output_dim: int) -> Pri
         clip_tokens=int(prior_cfg.clip_tokens),
         pretrained=prior_cfg.get("pretrained"),
         init_seed=int(prior_cfg.get("init_seed", 0)),
+        labels=bool(prior_cfg.get("labels", False)),
     )

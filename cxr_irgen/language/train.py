@@ -157,31 +157,51 @@ def _chunks(items: list, size: int):
         yield items[start : start + size]
 
 
-def encode_pairs(pairs, representation, autoencoder: ReportAutoencoder, batch_size: int, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass over an ``ImageReportDataset``: frozen prior inputs (N, *shape) and target embeddings (N, d)."""
+def encode_pairs(pairs, representation, autoencoder: ReportAutoencoder, batch_size: int, num_workers: int = 0) -> dict[str, torch.Tensor | list[str]]:
+    """One pass over an ``ImageReportDataset``: frozen prior ``inputs`` (N, *shape), target ``embeddings`` (N, d) and the
+    ``dicom_ids`` (N) of the images read (an unreadable image skipped with ``data.skip_bad`` is replaced by another)."""
     from torch.utils.data import DataLoader
 
     from cxr_irgen.data.datasets import collate
     from cxr_irgen.utils.progress import progress_bar
 
-    inputs, targets = [], []
+    inputs, targets, dicom_ids = [], [], []
     with torch.no_grad():
         for batch in progress_bar(DataLoader(pairs, batch_size=batch_size, collate_fn=collate, num_workers=num_workers), desc="encode", dynamic_ncols=True):
             inputs.append(representation(batch["pixel_values"].to(autoencoder.device)).cpu())
             targets.append(autoencoder.embed(batch["text"]).float().cpu())
-    return torch.cat(inputs), torch.cat(targets)
+            dicom_ids += batch["dicom_id"]
+    return {"inputs": torch.cat(inputs), "targets": torch.cat(targets), "dicom_ids": dicom_ids}
 
 
-def cached_features(path: Path, compute) -> tuple[torch.Tensor, torch.Tensor]:
-    """``compute()`` once per run dir; later calls (resume) read ``path``."""
+def cached_features(path: Path, compute, table: pd.DataFrame) -> dict[str, torch.Tensor]:
+    """``compute()`` (:func:`encode_pairs`) once per run dir, with the CheXpert ``labels`` (N, 14) of its images from
+    ``table``; later calls (resume) read ``path``."""
     from safetensors.torch import load_file, save_file
 
+    from cxr_irgen.data.labels import CHEXPERT_LABELS
+
     if path.exists():
-        stored = load_file(str(path))
-        return stored["inputs"], stored["targets"]
-    inputs, targets = compute()
-    save_file({"inputs": inputs.contiguous(), "targets": targets.contiguous()}, str(path))
-    return inputs, targets
+        return load_file(str(path))
+    encoded = compute()
+    labels = table.drop_duplicates("dicom_id").set_index("dicom_id").loc[encoded["dicom_ids"], list(CHEXPERT_LABELS)].to_numpy(np.float32)
+    features = {"inputs": encoded["inputs"].contiguous(), "targets": encoded["targets"].contiguous(), "labels": torch.from_numpy(np.ascontiguousarray(labels))}
+    save_file(features, str(path))
+    return features
+
+
+def prior_step(loss_kind: str, cos_weight: float, label_dropout: float):
+    """The training step of a prior on batches (inputs, targets) or, for a prior that reads labels, (inputs, labels,
+    targets); each label vector is dropped (all "not mentioned") with probability ``label_dropout``."""
+    def step(prior, batch):
+        if len(batch) == 2:
+            return prior_loss(prior(batch[0]), batch[1], loss_kind, cos_weight)
+        inputs, labels, targets = batch
+        dropped = torch.rand(len(labels), device=labels.device) < label_dropout
+        labels = torch.where(dropped[:, None], torch.full_like(labels, float("nan")), labels)
+        return prior_loss(prior(inputs, labels), targets, loss_kind, cos_weight)
+
+    return step
 
 
 def train_prior(cfg: DictConfig) -> Path:
@@ -196,6 +216,9 @@ def train_prior(cfg: DictConfig) -> Path:
         raise UserError("stage=prior needs autoencoder=RUN_DIR: the run dir of `cxr-irgen train-language stage=autoencoder`")
     if cfg.data.name == "iu_xray":
         raise UserError("stage=prior needs images with reports: use data=mimic or data=phantom (IU X-ray ships no images)")
+    label_dropout = float(cfg.prior.get("label_dropout", 0.0))
+    if not 0.0 <= label_dropout < 1.0:
+        raise UserError(f"prior.label_dropout={label_dropout}: give a share in [0, 1) of training label vectors to hide")
     out = run_dir(cfg)
     accelerator = make_accelerator(cfg.trainer, int(cfg.seed))
     representation = build_image_representation(cfg.prior).to(accelerator.device)  # first: a wrong encoder fails before BART loads
@@ -207,20 +230,20 @@ def train_prior(cfg: DictConfig) -> Path:
     train_pairs = ImageReportDataset(language_stage2(table, "train"), sections, size, str(cfg.text), skip_bad)
     batch, workers = int(cfg.prior.encode_batch_size), int(cfg.trainer.num_workers)
     with accelerator.main_process_first():  # the main process writes the cache, the others read it
-        inputs, targets = cached_features(out / FEATURES_FILE, lambda: encode_pairs(train_pairs, representation, autoencoder, batch, workers))
+        features = cached_features(out / FEATURES_FILE, lambda: encode_pairs(train_pairs, representation, autoencoder, batch, workers), table)
+    inputs, targets = features["inputs"], features["targets"]
     log.info("prior: %d training pairs, inputs %s, targets %s", len(targets), tuple(inputs.shape[1:]), tuple(targets.shape[1:]))
 
     prior = build_prior(cfg.prior, representation.input_shape, autoencoder.embedding_dim)
     loss_kind, cos_weight = str(cfg.prior.loss), float(cfg.prior.cos_weight)
-    result = train(
-        accelerator, prior, TensorDataset(inputs, targets), lambda m, b: prior_loss(m(b[0]), b[1], loss_kind, cos_weight),
-        cfg.trainer, out, int(cfg.seed),
-    )
+    tensors = (inputs, features["labels"], targets) if prior.reads_labels else (inputs, targets)
+    result = train(accelerator, prior, TensorDataset(*tensors), prior_step(loss_kind, cos_weight, label_dropout), cfg.trainer, out, int(cfg.seed))
     prior = accelerator.unwrap_model(prior).eval()
     if accelerator.is_main_process:
         prior.save_pretrained(out / "prior")
         write_generator_config(out / "prior", Path(cfg.autoencoder), cfg.prior, representation)
-        metrics = {"stage": "prior", "text": str(cfg.text), "data": str(cfg.data.name), "input": str(cfg.prior.input), "loss": loss_kind, "train_pairs": len(targets), **loss_summary(result.losses)}
+        metrics = {"stage": "prior", "text": str(cfg.text), "data": str(cfg.data.name), "input": str(cfg.prior.input), "labels": prior.reads_labels,
+                   "loss": loss_kind, "train_pairs": len(targets), **loss_summary(result.losses)}
         validate = language_stage2(table, "validate")
         if int(cfg.evaluation.max_reports) and len(validate):
             pairs = ImageReportDataset(validate, sections, size, str(cfg.text), skip_bad)

@@ -86,23 +86,35 @@ class ReportGenerator(abc.ABC):
         path.write_text(json.dumps({"kind": self.kind, **record}, indent=2))
         return path
 
+    @property
+    def reads_labels(self) -> bool:
+        """Whether :meth:`generate` also takes ``labels``, the requested CheXpert vectors (B, 14) of generated images."""
+        return False
+
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, batch_size: int = 16, seed: int = 0, **decode: Any) -> list[str]:
+    def __call__(self, images: torch.Tensor, batch_size: int = 16, seed: int = 0, labels: torch.Tensor | None = None, **decode: Any) -> list[str]:
         """One report per image, ``batch_size`` images at a time, under ``seed`` (same input → same reports).
 
-        ``decode`` are the decoding options the kind supports; all kinds take ``num_beams`` and
-        ``max_length`` (None: the model's saved default); ``do_sample``/``top_p`` only where the
-        kind samples (others raise on ``do_sample=True``); beam-search kinds also
+        ``labels`` (B, 14): label vectors, only for a generator that :attr:`reads_labels`. ``decode`` are the decoding
+        options the kind supports; all kinds take ``num_beams`` and ``max_length`` (None: the model's saved default);
+        ``do_sample``/``top_p`` only where the kind samples (others raise on ``do_sample=True``); beam-search kinds also
         ``length_penalty`` and ``block_trigrams``.
         """
         if images.ndim != 4 or images.shape[1] != 1:
             raise UserError(f"images must be (B, 1, H, W) grayscale in [0, 1], got shape {tuple(images.shape)}")
+        if labels is not None and not self.reads_labels:
+            raise UserError(f"the {self.kind} report generator writes from images alone: it takes no label vectors")
+        if labels is not None and len(labels) != len(images):
+            raise UserError(f"{len(labels)} label vectors for {len(images)} images: give one per image")
         devices = [self.device] if self.device.type == "cuda" else []
+        chunks = images.split(int(batch_size))
+        label_chunks = torch.as_tensor(labels, dtype=torch.float32).split(int(batch_size)) if labels is not None else [None] * len(chunks)
         reports: list[str] = []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(seed))
-            for chunk in images.split(int(batch_size)):
-                reports += self.generate(chunk.to(self.device), **decode)
+            for chunk, chunk_labels in zip(chunks, label_chunks):
+                extra = {} if chunk_labels is None else {"labels": chunk_labels}
+                reports += self.generate(chunk.to(self.device), **extra, **decode)
         return reports
 
 

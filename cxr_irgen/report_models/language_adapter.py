@@ -79,6 +79,10 @@ class CxrIrgenReportGenerator(ReportGenerator):
     def decoding_settings(self, **decode: Any) -> dict:
         return self.chain.decoding_settings(**self._options(decode))
 
-    def generate(self, images: torch.Tensor, **decode: Any) -> list[str]:
-        return self.chain(images, batch_size=len(images), **self._options(decode))
+    @property
+    def reads_labels(self) -> bool:
+        return self.chain.reads_labels
+
+    def generate(self, images: torch.Tensor, labels: torch.Tensor | None = None, **decode: Any) -> list[str]:
+        return self.chain(images, batch_size=len(images), labels=labels, **self._options(decode))
 
