@@ -235,9 +235,9 @@ def print_figures(figures: dict) -> None:
         real = figures["signs"]["real"][sign]
         print(f"  {sign:22s} {gen['group']} vs No Finding: AUROC generated {fmt(gen['auroc'])} ({gen['n_positive']} vs {gen['n_no_finding']}, "
               f"{gen['n_unmeasured']} unmeasured); real phantoms {fmt(real['auroc'])} ({real['n_positive']} vs {real['n_no_finding']})")
-    ceiling = figures.get("report_label_f1_real_images") or {}
-    print(f"  report-label F1 of reports written for real test phantoms (the ceiling of report_label_f1): {fmt(ceiling.get('value'))} "
-          f"(n={ceiling.get('n_reports')})")
+    real_f1 = figures.get("report_label_f1_real_images") or {}
+    print(f"  report-label F1 of reports written for real test phantoms from the image alone (no labels given): {fmt(real_f1.get('value'))} "
+          f"(n={real_f1.get('n_reports')})")
     c = figures["classifier_auroc"]
     print(f"  classifier mean AUROC: generated {fmt(c['generated_mean'])}, real test phantoms {fmt(c['real_mean'])}")
     agreement = figures["image_report_agreement"]
@@ -268,8 +268,8 @@ def own_reports(reports_dir: Path, index: pd.DataFrame) -> list[dict]:
 
 
 def real_report_label_f1(rows: list[dict], seed: int) -> dict:
-    """The ceiling of ``report_label_f1``: the same micro F1 (positive mentions, 14 labels) for reports written from *real*
-    held-out test phantoms (``own_reports`` rows), against those images' own labels."""
+    """``report_label_f1`` for reports written from *real* held-out test phantoms alone (``own_reports`` rows; no label
+    vector reaches the prior), against those images' own labels: what the language module reads from a real image."""
     from cxr_irgen.text.chexpert_f1 import chexpert_f1
     from cxr_irgen.text.labeler import label_reports
 

@@ -185,3 +185,54 @@ def test_a_reference_model_without_references_is_refused_before_it_runs(pipe, ru
     with pytest.raises(UserError, match=r"vision.reference=false, but .* is conditioned on a reference image \(conditioning.mode="):
         cxr_irgen.PairPipeline.from_run_dirs(vision=runs["vision"], reference=False)
     assert time.perf_counter() - started < 5
+
+
+def test_write_reports_passes_the_requested_labels_only_to_a_generator_that_reads_them():
+    import torch
+
+    from cxr_irgen.pipeline import redraw_copies, write_reports
+    from cxr_irgen.report_models.interface import ReportGenerator
+
+    class Echo(ReportGenerator):
+        """Writes each image's label vector (or "none") as its report."""
+        kind, image_size = "echo", 8
+
+        def __init__(self, reads: bool):
+            self.reads = reads
+
+        @property
+        def reads_labels(self) -> bool:
+            return self.reads
+
+        def generate(self, images, labels=None, **decode):
+            return ["none"] * len(images) if labels is None else [str(row.tolist()) for row in labels]
+
+        def decoding_settings(self, **decode):
+            return dict(decode)
+
+        def to(self, device):
+            return self
+
+        @property
+        def device(self):
+            return torch.device("cpu")
+
+        def save_pretrained(self, directory):
+            return directory
+
+        @classmethod
+        def from_pretrained(cls, directory):
+            return cls(True)
+
+    images = torch.zeros(3, 1, 8, 8)
+    labels = np.full((3, 14), np.nan, dtype=np.float32)
+    labels[:, 0] = [1.0, 0.0, -1.0]
+    expected = [str(torch.as_tensor(row).tolist()) for row in labels]
+    for sampled in ({}, {"do_sample": True}):
+        assert write_reports(Echo(True), images, [0, 1, 2], batch_size=2, labels=labels, **sampled) == expected
+        assert write_reports(Echo(False), images, [0, 1, 2], labels=labels, **sampled) == ["none"] * 3
+    reports = ["a copied report"] * 3
+    redraw_copies(Echo(True), images, [0, 1, 2], reports, ["a copied report"], labels=labels, do_sample=True)
+    assert reports == expected  # each redraw read its own image's labels
+    with pytest.raises(UserError, match="takes no label vectors"):
+        Echo(False)(images, labels=torch.as_tensor(labels))

@@ -84,4 +84,4 @@ def test_label_tokens_make_reports_follow_the_labels(held_out_reports):
     f1["most_frequent"] = report_controls.positive_f1(label_reports([held_out_reports["most_frequent"]] * len(truth)), truth)
     print(f"report-label F1 on {len(truth)} held-out phantoms: {f1}")
     assert f1["labels"] > f1["image"] + 0.05 and f1["labels"] > f1["labels_shuffled"] + 0.1, f1
-    assert f1["labels_none"] > f1["most_frequent"] + 0.1, f1
+    assert f1["labels_none"] > f1["most_frequent"] + 0.05, f1

@@ -58,7 +58,7 @@ SKIP = [  # (pattern, reason): the first match decides
      "paper-size report encoders (DenseNet-121, ConvNeXt-small, RN50x4) or the 30-min grid; tiny versions: tests/test_report_models_train.py, tests/test_report_models_learning.py"),
     (r"^python scripts/fetch_weights\.py", "downloads from the hub on a connected machine; its install/convert/manifest code: tests/test_weights.py"),
     (r"check-weights weights\.root=/models", "needs a fetched weights tree; tests/test_weights.py checks a tiny one"),
-    (r"hydra\.run\.dir=runs/clf|prior\.input=classifier", "trains a classifier and a prior on its features; tests/test_language_prior_classifier.py does"),
+    (r"hydra\.run\.dir=runs/clf|prior\.input=classifier", "trains a classifier and a prior on its features; tests/test_language_held_out.py does"),
     (r"generated=(my_images|roentgen_out|assets/synthetic_images) |generated_reports=reports\.csv ",
      "runs as written in tests/test_eval_inputs.py on the layouts it writes (32 free-text phantoms, a tiny trained classifier)"),
     (r"^D=|\$D\b|\$\{D|^\{path:|compare-reports|train-label-encoder|train-repair",

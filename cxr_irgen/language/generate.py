@@ -118,9 +118,10 @@ class LanguageChain:
         ``labels`` (B, 14): the requested CheXpert vectors, for a prior that :attr:`reads_labels` (None: not mentioned)."""
         if images.ndim != 4 or images.shape[1] != 1:
             raise UserError(f"images must be (B, 1, H, W) grayscale in [0, 1], got shape {tuple(images.shape)}")
-        label_chunks = labels.split(int(batch_size)) if labels is not None else [None] * len(images.split(int(batch_size)))
+        chunks = images.split(int(batch_size))
+        label_chunks = labels.split(int(batch_size)) if labels is not None else [None] * len(chunks)
         reports: list[str] = []
-        for chunk, chunk_labels in zip(images.split(int(batch_size)), label_chunks):
+        for chunk, chunk_labels in zip(chunks, label_chunks):
             embeddings = self.embeddings(chunk, chunk_labels)
             reports += self.autoencoder.decode(embeddings, max_length=max_length, num_beams=num_beams, do_sample=do_sample, top_p=top_p,
                                                batch_size=batch_size, no_repeat_ngram_size=no_repeat_ngram_size)
