@@ -136,12 +136,13 @@ def training_report_index(language_dir: Path):
     return TrainingReportIndex(guard_texts(load_sections(train, saved.data)))
 
 
-def _reports(generator, images: torch.Tensor, cfg, seeds: list[int], copies=None) -> tuple[list[str], list[int]]:
+def _reports(generator, images: torch.Tensor, cfg, seeds: list[int], copies=None) -> tuple[list[str], list[dict]]:
     """One report per image (B, 1, H, W) with the ``language.*`` options (:func:`cxr_irgen.pipeline.write_reports`), near
-    copies of ``copies`` (a training-report index) drawn again; returns the reports and the seed each was drawn from."""
+    copies of ``copies`` (a training-report index) drawn again; returns the reports and, per report, what it was sampled
+    with beyond those options (``seed``, and ``top_p`` for a redrawn one)."""
     reports = write_reports(generator, images, seeds, int(cfg.batch_size), **_decode_options(cfg))
     if copies is None:
-        return reports, list(seeds)
+        return reports, [{"seed": seed} for seed in seeds]
     return reports, redraw_copies(generator, images, seeds, reports, copies, int(cfg.language.copy_retries), **_decode_options(cfg))
 
 
@@ -200,11 +201,11 @@ def _report_images(cfg, items: list[dict], pairs_dir: Path, show_progress: bool)
         if not batch:
             continue
         reports, drawn = _reports(generator, torch.stack(images), cfg, [item["seed"] for item in batch], copies)
-        for item, seed, report, rep_labels in zip(batch, drawn, reports, label_reports(reports)):
+        for item, sampled, report, rep_labels in zip(batch, drawn, reports, label_reports(reports)):
             thumb = write_thumbnail(item["path"], pairs_dir.parent / "thumbs" / f"{item['index']:04d}.png")
             _write_json({"index": item["index"], "image": str(item["path"]), "thumbnail": thumb.relative_to(pairs_dir.parent).as_posix(),
                          "labels": None, "report": report, "report_labels": format_labels(rep_labels),
-                         "decoding": decoding_record(generator, seed, **_decode_options(cfg))}, pairs_dir / f"{item['index']:04d}.json")
+                         "decoding": decoding_record(generator, **{**_decode_options(cfg), **sampled})}, pairs_dir / f"{item['index']:04d}.json")
 
 
 def _image_items(images_dir: str | None, seed: int = 0) -> list[dict]:

@@ -171,27 +171,36 @@ def write_reports(generator, images: torch.Tensor, seeds: Sequence[int], batch_s
 REDRAW_STRIDE = 1_000_003  # redraw k of the report of seed s draws from seed s + k·REDRAW_STRIDE
 
 
+def redraw_top_p(top_p: float, k: int, retries: int) -> float:
+    """The nucleus mass of redraw ``k`` of ``retries``: it rises linearly from ``top_p`` to 1 (the whole distribution)
+    at the last redraw, so a report the model writes almost surely is drawn more freely each time."""
+    return float(top_p) + (1.0 - float(top_p)) * k / retries
+
+
 def redraw_copies(generator, images: torch.Tensor, seeds: Sequence[int], reports: list[str], training, retries: int = 5,
-                  labels=None, **decode: Any) -> list[int]:
+                  labels=None, **decode: Any) -> list[dict]:
     """Draw again each sampled report that nearly copies a training report (edit similarity ≥ 0.95, the ``copy_share``
-    guard of :mod:`cxr_irgen.eval.report_guards`), from seed ``s + k·REDRAW_STRIDE``, k = 1..``retries``, until it copies
-    none; the last draw is kept when every draw copies. ``reports`` (one per image (B, 1, H, W)) is updated in place;
-    returns the seed each report was drawn from (what its decoding record names, so each stays reproducible alone).
-    ``training``: the training reports, or a :class:`~cxr_irgen.eval.report_guards.TrainingReportIndex` of them;
-    ``labels`` (B, 14) as in :func:`write_reports`.
+    guard of :mod:`cxr_irgen.eval.report_guards`): redraw k = 1..``retries`` samples from seed ``s + k·REDRAW_STRIDE``
+    with nucleus mass :func:`redraw_top_p`, until the report copies none; the last draw is kept when every draw copies.
+    ``reports`` (one per image (B, 1, H, W)) is updated in place; returns per report the ``seed`` and ``top_p`` it was
+    drawn with (what its decoding record names, so each stays reproducible alone). ``training``: the training reports,
+    or a :class:`~cxr_irgen.eval.report_guards.TrainingReportIndex` of them; ``labels`` (B, 14) as in :func:`write_reports`.
     """
     from cxr_irgen.eval.report_guards import TrainingReportIndex
 
     if not decode.get("do_sample"):
         raise UserError("avoiding copies of training reports redraws sampled reports: it needs do_sample=True")
     index = training if isinstance(training, TrainingReportIndex) else TrainingReportIndex(training)
-    drawn = [int(seed) for seed in seeds]
+    top_p = decode.get("top_p")
+    top_p = float(generator.decoding_settings(**decode).get("top_p", 1.0) if top_p is None else top_p)
+    drawn = [{"seed": int(seed), "top_p": top_p} for seed in seeds]
     for i, seed in enumerate(seeds):
         for k in range(1, retries + 1):
             if index.nearest_copy(reports[i]) is None:
                 break
-            drawn[i] = int(seed) + k * REDRAW_STRIDE
-            reports[i] = write_reports(generator, images[i : i + 1], [drawn[i]], labels=None if labels is None else labels[i : i + 1], **decode)[0]
+            drawn[i] = {"seed": int(seed) + k * REDRAW_STRIDE, "top_p": redraw_top_p(top_p, k, retries)}
+            options = {**decode, "top_p": drawn[i]["top_p"]}
+            reports[i] = write_reports(generator, images[i : i + 1], [drawn[i]["seed"]], labels=None if labels is None else labels[i : i + 1], **options)[0]
     return drawn
 
 
@@ -296,7 +305,7 @@ class PairPipeline:
                              batch_size=batch_size, progress=progress)
         generator = self.report_generator if reports else None
         texts = write_reports(generator, images, seeds, batch_size, labels=vectors, **decode) if generator is not None else None
-        drawn = list(seeds)
+        drawn = [{"seed": seed} for seed in seeds]  # what each report was sampled with, beyond ``decode``
         if texts is not None and avoid_copies is not None:
             drawn = redraw_copies(generator, images, seeds, texts, avoid_copies, copy_retries, labels=vectors, **decode)
         report_labels = label_reports(texts) if texts is not None else None
@@ -307,7 +316,7 @@ class PairPipeline:
             if generator is None:
                 record.update(report=None, report_labels=None, decoding=None)
             else:
-                record.update(report=texts[i], report_labels=format_labels(report_labels[i]), decoding=decoding_record(generator, drawn[i], **decode))
+                record.update(report=texts[i], report_labels=format_labels(report_labels[i]), decoding=decoding_record(generator, **{**decode, **drawn[i]}))
         return PairPipelineOutput(images=[to_pil(image) for image in images], image_tensor=images, reports=texts, report_labels=report_labels,
                                   labels=np.stack(vectors), prompts=[labels_to_prompt(v) for v in vectors], seeds=seeds,
                                   reference_ids=reference_ids, records=records)

@@ -63,7 +63,7 @@ def test_sampled_reports_are_drawn_from_each_pairs_seed_whatever_the_batch():
 
     from cxr_irgen.eval.report_guards import TrainingReportIndex
     from cxr_irgen.generate import _reports
-    from cxr_irgen.pipeline import REDRAW_STRIDE
+    from cxr_irgen.pipeline import REDRAW_STRIDE, redraw_top_p
 
     calls = []
 
@@ -76,12 +76,13 @@ def test_sampled_reports_are_drawn_from_each_pairs_seed_whatever_the_batch():
     torch.manual_seed(0)
     before = torch.get_rng_state()
     together, drawn = _reports(generator, images, cfg, [7, 8, 9])
-    assert torch.equal(torch.get_rng_state(), before) and drawn == [7, 8, 9]
+    assert torch.equal(torch.get_rng_state(), before) and drawn == [{"seed": 7}, {"seed": 8}, {"seed": 9}]
     alone = [_reports(generator, images[i:i + 1], cfg, [seed])[0][0] for i, seed in enumerate([7, 8, 9])]
     assert together == alone and len(set(together)) == 3
     cfg.language.copy_retries = 5
     redrawn, drawn = _reports(generator, images, cfg, [7, 8, 9], TrainingReportIndex([together[0]]))  # the first one "copies"
-    assert drawn == [7 + REDRAW_STRIDE, 8, 9] and redrawn[1:] == together[1:] and redrawn[0] != together[0]
+    assert drawn == [{"seed": 7 + REDRAW_STRIDE, "top_p": redraw_top_p(0.9, 1, 5)}, {"seed": 8, "top_p": 0.9}, {"seed": 9, "top_p": 0.9}]
+    assert redrawn[1:] == together[1:] and redrawn[0] != together[0] and redraw_top_p(0.9, 5, 5) == 1.0
     assert redrawn[0] == _reports(generator, images[:1], cfg, [7 + REDRAW_STRIDE])[0][0]
     cfg.language.do_sample = False
     calls.clear()
