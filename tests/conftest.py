@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # `make test` runs one worker per core: one torch thread each
+
+
+def _absl_logs_to_the_real_stderr() -> None:
+    """rouge_score logs through absl, whose handler keeps the ``sys.stderr`` it was created under and closes it when
+    Hydra's logging setup closes every handler (``logging.config``): under pytest that stream is a capture file, and
+    every later test of the process failed with "I/O operation on closed file". The real stderr is never closed."""
+    from absl import logging as absl_logging
+
+    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
+
+
+_absl_logs_to_the_real_stderr()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

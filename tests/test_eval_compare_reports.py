@@ -64,8 +64,8 @@ def test_one_table_for_every_generator_on_the_same_images(phantom_root, saved_ge
             f"{{path: {saved_generators / 'repair'}, name: RePaiR-2, decode: {{k: 2}}, paper: CXR-RePaiR-2}},"
             f"{{path: {saved_generators / 'repair'}, name: RePaiR-Select, decode: {{select: true}}, paper: CXR-RePaiR-Select}}]")
     generated = f"generated=[{generate_runs / 'gen-a'},{{path: {generate_runs / 'gen-b'}, name: B, paper: 5k steps with RIE}}]"
-    # In its own process: run in-process, this command left pytest's captured stdout closed for every later test of the
-    # worker (2026-12-02, cause not found); users run it as a command.
+    # In its own process, as users run it (in-process runs once left pytest's capture closed: absl's log handler, which
+    # tests/conftest.py now points at the real stderr).
     proc = subprocess.run([sys.executable, "-m", "cxr_irgen.cli", "compare-reports", f"data.root={phantom_root}", runs, generated, "max_images=12",
                            "n_bootstrap=10", "text=findings", "significance.n_resamples=200", f"hydra.run.dir={tmp_path}"],
                           capture_output=True, text=True)
