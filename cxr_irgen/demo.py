@@ -205,8 +205,22 @@ def showcase_figures(gen_dir: Path, pairs: list[dict], eval_dir: Path, real: pd.
         "image_report_agreement": {pair: (metrics.get("agreement") or {}).get(pair, {}).get("micro_f1") for pair, _ in AGREEMENT_PAIRS},
         "repeated_sentence_share": float(np.mean([repeats_a_sentence(r) for r in reports])) if reports else None,
         "distinct_share": guards.get("distinct_share"), "copy_share": guards.get("copy_share"),
-        "decoding": pairs[0].get("decoding") if pairs else None,
+        "decoding": _first_draw_decoding(pairs),
+        "redrawn_share": float(np.mean([_redrawn(p) for p in pairs])) if pairs else None,
     }
+
+
+def _redrawn(pair: dict) -> bool:
+    """Whether the pair's report was drawn again because an earlier draw copied a training report."""
+    decoding = pair.get("decoding") or {}
+    return decoding.get("seed", pair.get("seed")) != pair.get("seed")
+
+
+def _first_draw_decoding(pairs: list[dict]) -> dict | None:
+    """The decoding the reports were written with: the record of a report kept at its first draw (a redrawn one records
+    its own seed and freer top_p)."""
+    kept = [p["decoding"] for p in pairs if p.get("decoding") and not _redrawn(p)]
+    return (kept or [pairs[0].get("decoding")])[0] if pairs else None
 
 
 def target_rows(figures: dict) -> list[tuple[str, str, str, str]]:

@@ -175,7 +175,7 @@ def write_showcase(run: Path, plan, pairs: list[dict], n: int, index, report_row
         for sign, gen in figures["signs"]["generated"].items())
     c = figures["classifier_auroc"]
     header = (f"<p>{figures['n_pairs']} generated pairs at {figures['image_size']} px, {len(plan)} label vectors × {n} seeds; "
-              f"demo seed {figures.get('seed')}, wall {figures.get('wall_s')} s. Report decoding: {html.escape(_decoding_line(figures.get('decoding')))}.</p>"
+              f"demo seed {figures.get('seed')}, wall {figures.get('wall_s')} s. Report decoding: {html.escape(_decoding_line(figures.get('decoding')))}{_redrawn_note(figures)}.</p>"
               f"<table class='summary'><tr><th>figure</th><th>value</th><th>target</th><th>met</th></tr>{summary}</table>"
               f"<table class='summary'><tr><th>phantom sign</th><th>groups</th><th>AUROC generated (n)</th><th>AUROC real phantoms</th></tr>{signs}"
               f"<tr><td>demo classifier, mean AUROC</td><td>pathology vs No Finding</td><td>{_fmt(c['generated_mean'])}</td><td>{_fmt(c['real_mean'])} (test)</td></tr></table>")
@@ -205,6 +205,11 @@ def write_showcase(run: Path, plan, pairs: list[dict], n: int, index, report_row
         f"<p class='labels'>Each row: the test phantom, its own report (findings) and labels, and the report the language module wrote "
         f"for it, marked as above against the phantom's labels.</p>{real_reports}{_CHECK_IMAGES}</body></html>")
     return out
+
+
+def _redrawn_note(figures: dict) -> str:
+    share = figures.get("redrawn_share")
+    return f"; {100 * share:.0f}% of the reports drawn again, more freely, because a draw copied a training report" if share else ""
 
 
 def _decoding_line(decoding: dict | None) -> str:
