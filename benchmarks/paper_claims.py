@@ -4,7 +4,8 @@ against the control that bounds it; and the sampling-steps question the paper do
     .venv/bin/python benchmarks/paper_claims.py [--seeds 5] [--seed K] [--part P] [--out DIR] [--threads 2] [--smoke]
 
 Every arm is the demo's recipe at the demo's budget (``configs/demo.yaml``: tiny U-Net at 64 px, 500 steps at batch 32
-with EMA 0.99; 2-layer BART stage 1, 1,500 steps; tiny ViT prior, 1,500 steps; a phantom classifier), once per seed,
+with EMA 0.99; 2-layer BART stage 1, 1,500 steps; tiny ViT prior, 1,500 steps, reading the image alone as in the
+paper (the demo's label tokens are beyond it); a phantom classifier), once per seed,
 through the commands a user runs (``train-vision``, ``generate``, ``evaluate``, ``train-language``, ``train-classifier``):
 
 - reference image vs text only (Tab. 1-2): ``vision.model.conditioning.mode=concat`` (text + reference-image token)

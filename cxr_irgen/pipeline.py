@@ -282,7 +282,8 @@ class PairPipeline:
         positive), a dict, a (14,) vector in CheXpert order, a (K, 14) array, or a list of these. ``seeds``: an int
         (image ``i`` gets ``seeds + i``) or one per image. ``sampler``: ``pndm``, ``ddim`` or ``dpm++``; ``guidance``: the
         classifier-free guidance scale (1 disables it). ``batch_size``: images per forward pass (None: all at once; the
-        images do not depend on it, up to float rounding). ``reports=False`` skips the report generator. ``decode``: the report generator's
+        images do not depend on it, up to float rounding). ``reports=False`` skips the report generator; one that
+        ``reads_labels`` (a prior trained with ``prior.labels=true``) gets each pair's requested vector. ``decode``: the report generator's
         decoding options (``num_beams``, ``max_length``, ``do_sample``, ``top_p``, ...). ``avoid_copies``: training reports
         (or a ``TrainingReportIndex``); a sampled report that nearly copies one is drawn again, up to ``copy_retries``
         times (:func:`redraw_copies`). Bad labels or seeds raise
