@@ -10,7 +10,7 @@ Inputs (``input``), each turned into a token sequence before the transformer:
 - ``latent``: the VAE latent (B, 4, h, w), cut into ``patch_size``² patches by a strided conv.
 - ``image``: the pixels (B, 1, S, S), patched the same way.
 
-With ``labels`` (beyond the paper, docs/prior-input-classifier.md), the CheXpert label vector (B, 14) adds 14 tokens,
+With ``labels`` (beyond the paper, docs/prior-label-tokens.md), the CheXpert label vector (B, 14) adds 14 tokens,
 one learned embedding per label and state (positive, negative, uncertain, not mentioned); training drops the whole
 vector (all "not mentioned") with probability ``label_dropout``, so the prior also writes from the image alone.
 
