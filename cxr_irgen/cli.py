@@ -306,6 +306,11 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         print(f"cxr-irgen {name}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if "torch.distributed" in sys.modules:  # a command that started a process group (``accelerate launch``)
+            from cxr_irgen.utils.device import close_process_group
+
+            close_process_group()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""One atomic write (the target, file or folder, is replaced whole, or left as it was when writing fails) and one device rule."""
+"""One atomic write (the target, file or folder, is replaced whole, or left as it was when writing fails), one device rule
+and the process-group teardown."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cxr_irgen.utils.device import resolve_device
+from cxr_irgen.utils.device import close_process_group, resolve_device
 from cxr_irgen.utils.files import atomic_path, replace_dir, write_text_atomic
 
 
@@ -29,6 +30,16 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
 def test_auto_is_the_gpu_when_there_is_one_and_names_pass_through():
     assert resolve_device("cpu").type == "cpu" and resolve_device("cuda:1") == torch.device("cuda:1")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_teardown_closes_an_open_process_group_and_is_a_no_op_without_one(tmp_path):
+    import torch.distributed as dist
+
+    close_process_group()  # none open: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    close_process_group()
+    assert not dist.is_initialized()
 
 
 def test_a_finished_folder_replaces_the_old_one(tmp_path):

@@ -45,7 +45,6 @@ def _main(mode: str, out: Path) -> None:
         gathered = shard_map(lambda idx: seen.extend(idx) or [[i, rank] for i in idx], 7, 2, "t", state)
         write({"seen": seen, "gathered": gathered})
         state.wait_for_everyone()
-        state.destroy_process_group()  # gloo aborts at exit when its group is left open
         return
     from test_training_loop import SCHEDULE, mse, run
 
@@ -72,4 +71,9 @@ def _main(mode: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1], Path(sys.argv[2]))
+    from cxr_irgen.utils.device import close_process_group
+
+    try:
+        _main(sys.argv[1], Path(sys.argv[2]))
+    finally:
+        close_process_group()
