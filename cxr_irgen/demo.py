@@ -171,12 +171,23 @@ def real_copy_share(index: pd.DataFrame) -> dict:
     return {"copy_share": guards["copy_share"], "n_reports": len(held_out), "n_training_reports": guards["n_training_reports"]}
 
 
+def shared_means(per_pathology: dict) -> tuple[float | None, float | None, list[str]]:
+    """(generated mean, real mean, pathologies) of per-pathology AUROCs ``{name: {"generated": {...}, "real": {...}}}``
+    over the pathologies scored on both sides: a pathology with no positive images on one side (no AUROC) would
+    otherwise enter one mean and not the other."""
+    shared = [k for k, v in per_pathology.items() if (v["generated"] or {}).get("auroc") is not None and (v["real"] or {}).get("auroc") is not None]
+    if not shared:
+        return None, None, []
+    return tuple(float(np.mean([per_pathology[k][side]["auroc"] for k in shared])) for side in ("generated", "real")) + (shared,)
+
+
 def showcase_figures(gen_dir: Path, pairs: list[dict], eval_dir: Path, real: pd.DataFrame) -> dict:
     """Issue 11's figures of one demo run, each with its counts; ``pairs``: the rows of ``gen_dir``'s pairs.jsonl;
     ``real``: PA phantoms (image_path + 14 labels).
 
     - ``signs``: phantom-sign AUROC of the generated images (group vs No Finding), and of ``real``.
-    - ``classifier_auroc``: the demo classifier's mean AUROC on generated vs real test images (07-evaluate).
+    - ``classifier_auroc``: the demo classifier's AUROC on generated vs real test images (07-evaluate); both means (and
+      so ``classifier_auroc_gap``) over the same ``pathologies``, those with an AUROC on both sides (:func:`shared_means`).
     - ``report_label_f1``: micro F1 (positive mentions) of each report's own labels vs the requested labels.
     - ``image_report_agreement``: micro F1 with its 95% CI of the three agreements of 07-evaluate's Table 10 (classifier
       on the image, labeler on the report, requested labels).
@@ -188,7 +199,9 @@ def showcase_figures(gen_dir: Path, pairs: list[dict], eval_dir: Path, real: pd.
     gen_signs = sign_aurocs(images, gen_labels)
     real_signs = sign_aurocs([_read_gray(Path(p)) for p in real["image_path"]], real[list(CHEXPERT_LABELS)].to_numpy(np.float32))
     auroc = metrics.get("auroc") or {}
-    gen_mean, real_mean = (auroc.get(k, {}).get("mean") for k in ("generated", "real"))
+    per_pathology = {k: {"generated": auroc["generated"]["per_pathology"][k], "real": auroc.get("real", {}).get("per_pathology", {}).get(k)}
+                     for k in auroc.get("generated", {}).get("per_pathology", {})}
+    gen_mean, real_mean, shared = shared_means(per_pathology)
     agreement = metrics.get("report_label_agreement", {}).get("positive_only", {}).get("micro_14", {})
     guards = metrics.get("guards", {})
     reports = [p["report"] for p in pairs]
@@ -196,10 +209,7 @@ def showcase_figures(gen_dir: Path, pairs: list[dict], eval_dir: Path, real: pd.
         "n_pairs": len(pairs), "image_size": int(images[0].shape[0]) if images else None,
         "signs": {"generated": gen_signs, "real": real_signs, "real_images": f"{len(real)} PA phantoms of the demo's data"},
         "heart_width_auroc": gen_signs["heart_width_ratio"]["auroc"],
-        "classifier_auroc": {"generated_mean": gen_mean, "real_mean": real_mean,
-                             "per_pathology": {k: {"generated": auroc["generated"]["per_pathology"][k],
-                                                   "real": auroc.get("real", {}).get("per_pathology", {}).get(k)}
-                                               for k in auroc.get("generated", {}).get("per_pathology", {})}},
+        "classifier_auroc": {"generated_mean": gen_mean, "real_mean": real_mean, "pathologies": shared, "per_pathology": per_pathology},
         "classifier_auroc_gap": None if gen_mean is None or real_mean is None else abs(real_mean - gen_mean),
         "report_label_f1": agreement.get("value"), "report_label_f1_ci95": agreement.get("ci95"),
         "image_report_agreement": {pair: (metrics.get("agreement") or {}).get(pair, {}).get("micro_f1") for pair, _ in AGREEMENT_PAIRS},
@@ -253,7 +263,8 @@ def print_figures(figures: dict) -> None:
     print(f"  report-label F1 of reports written for real test phantoms from the image alone (no labels given): {fmt(real_f1.get('value'))} "
           f"(n={real_f1.get('n_reports')})")
     c = figures["classifier_auroc"]
-    print(f"  classifier mean AUROC: generated {fmt(c['generated_mean'])}, real test phantoms {fmt(c['real_mean'])}")
+    print(f"  classifier mean AUROC over {', '.join(c['pathologies']) or 'no pathology scored on both sides'}: generated {fmt(c['generated_mean'])}, "
+          f"real test phantoms {fmt(c['real_mean'])}")
     agreement = figures["image_report_agreement"]
     ci = lambda entry: "[{}, {}]".format(*map(fmt, entry["ci95"])) if entry and entry.get("ci95") else ""  # noqa: E731
     print("  image-report agreement, micro F1 [95% CI]: " + "; ".join(

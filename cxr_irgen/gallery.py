@@ -174,11 +174,12 @@ def write_showcase(run: Path, plan, pairs: list[dict], n: int, index, report_row
         f"({gen['n_positive']} vs {gen['n_no_finding']})</td><td>{_fmt(figures['signs']['real'][sign]['auroc'])}</td></tr>"
         for sign, gen in figures["signs"]["generated"].items())
     c = figures["classifier_auroc"]
+    scored = ", ".join(c.get("pathologies") or []) or "pathology"  # the pathologies both means are over
     header = (f"<p>{figures['n_pairs']} generated pairs at {figures['image_size']} px, {len(plan)} label vectors × {n} seeds; "
               f"demo seed {figures.get('seed')}, wall {figures.get('wall_s')} s. Report decoding: {html.escape(_decoding_line(figures.get('decoding')))}{_redrawn_note(figures)}.</p>"
               f"<table class='summary'><tr><th>figure</th><th>value</th><th>target</th><th>met</th></tr>{summary}</table>"
               f"<table class='summary'><tr><th>phantom sign</th><th>groups</th><th>AUROC generated (n)</th><th>AUROC real phantoms</th></tr>{signs}"
-              f"<tr><td>demo classifier, mean AUROC</td><td>pathology vs No Finding</td><td>{_fmt(c['generated_mean'])}</td><td>{_fmt(c['real_mean'])} (test)</td></tr></table>")
+              f"<tr><td>demo classifier, mean AUROC</td><td>{html.escape(scored)} vs No Finding</td><td>{_fmt(c['generated_mean'])}</td><td>{_fmt(c['real_mean'])} (test)</td></tr></table>")
     records = plan.to_dict("records")
     cards = []
     for v in _interleaved([row["groups"].split(", ")[0] for row in records]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cxr_irgen.data.labels import CHEXPERT_LABELS, label_key
-from cxr_irgen.demo import in_group, repeats_a_sentence, showcase_plan
+from cxr_irgen.demo import in_group, repeats_a_sentence, shared_means, showcase_plan
 
 GROUPS = ["No Finding", "Cardiomegaly", "Pleural Effusion"]
 
@@ -43,3 +43,12 @@ def test_repeated_sentence():
     assert repeats_a_sentence("The lungs are clear.  the lungs are clear")
     assert not repeats_a_sentence("No pneumothorax is seen. No effusion is seen. No pneumothorax.")
     assert not repeats_a_sentence("")
+
+
+def test_the_classifier_gap_compares_means_over_the_same_pathologies():
+    """A pathology without positives on one side (no AUROC) leaves both means: 0.9 vs 0.95, not 0.9 vs (0.95 + 0.70)/2."""
+    per = {"Cardiomegaly": {"generated": {"auroc": 0.9}, "real": {"auroc": 0.95}},
+           "Atelectasis": {"generated": {"auroc": None}, "real": {"auroc": 0.70}},
+           "Effusion": {"generated": {"auroc": 0.8}, "real": None}}
+    assert shared_means(per) == (0.9, 0.95, ["Cardiomegaly"])
+    assert shared_means({"Effusion": per["Effusion"]}) == (None, None, [])

@@ -62,6 +62,33 @@ def test_timestep_bias_draws_the_low_noise_steps_more_often(phantom_root, tmp_pa
     assert "timestep_bias" in line and "multiplier=0.0 above 0" in line
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_min_snr_weights_are_diffusers_snr_capped_for_each_target(prediction_type):
+    """Weight × (the target's squared error per unit of noise error: 1, (SNR + 1)/SNR, 1/SNR) = min(SNR, γ)/SNR for every
+    target, the min-SNR-γ weighting of the noise error; SNR as diffusers computes it."""
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    from cxr_irgen.vision.train import snr_weights
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=prediction_type)
+    timesteps = torch.tensor([0, 10, 100, 500, 999])
+    snr = compute_snr(scheduler, timesteps)
+    on_noise = torch.clamp(snr, max=5.0) / snr
+    to_noise = {"epsilon": torch.ones_like(snr), "v_prediction": (snr + 1) / snr, "sample": 1 / snr}[prediction_type]
+    weights = snr_weights(scheduler, timesteps, 5.0)
+    torch.testing.assert_close(weights * to_noise, on_noise, rtol=1e-4, atol=0)
+
+
+@pytest.mark.slow
+def test_a_non_positive_snr_gamma_is_refused_before_any_model_loads(phantom_root, tmp_path, capsys, monkeypatch):
+    from cli_helpers import refused
+
+    line = refused(["train-vision", f"data.root={phantom_root}", "vision/model=unet-tiny", "snr_gamma=0", f"hydra.run.dir={tmp_path / 'run'}"],
+                   capsys, tmp_path, monkeypatch)
+    assert "snr_gamma=0.0 must be above 0" in line
+
+
 def test_one_batch_overfit_drives_loss_down(tmp_path):
     from omegaconf import OmegaConf
 

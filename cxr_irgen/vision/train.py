@@ -64,9 +64,24 @@ def timestep_weights(bias, num_train_timesteps: int) -> torch.Tensor | None:
     return weights
 
 
-def diffusion_loss(model: VisionModel, features: dict[str, torch.Tensor], noise_scheduler, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE between the target and the prediction at a drawn step (the model maps it to its backbone's time input): uniform,
-    or with ``weights`` (T,) (:func:`timestep_weights`)."""
+def snr_weights(noise_scheduler, timesteps: torch.Tensor, snr_gamma: float) -> torch.Tensor:
+    """Min-SNR-γ loss weights (B,) (Hang et al., ICCV 2023; diffusers' ``--snr_gamma``): each step's MSE weighted as the
+    noise MSE times min(SNR, γ)/SNR, written for the scheduler's target: min(SNR, γ)/SNR for the noise, min(SNR, γ)/(SNR + 1)
+    for the velocity, min(SNR, γ) for the clean latents; SNR = ᾱ_t / (1 − ᾱ_t); γ > 0 (``run`` checks it)."""
+    alphas = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+    snr = alphas / (1 - alphas)
+    capped = torch.clamp(snr, max=float(snr_gamma))
+    kind = noise_scheduler.config.prediction_type
+    if kind == "v_prediction":
+        return capped / (snr + 1)
+    return capped if kind == "sample" else capped / snr
+
+
+def diffusion_loss(model: VisionModel, features: dict[str, torch.Tensor], noise_scheduler, weights: torch.Tensor | None = None,
+                   snr_gamma: float | None = None) -> torch.Tensor:
+    """MSE between the target and the prediction at a drawn step (the model maps it to its backbone's time input): steps
+    drawn uniformly or with ``weights`` (T,) (:func:`timestep_weights`); each sample's MSE weighted by
+    :func:`snr_weights` when ``snr_gamma`` is set."""
     latents = features["latents"]
     noise = torch.randn_like(latents)
     if weights is None:
@@ -75,17 +90,22 @@ def diffusion_loss(model: VisionModel, features: dict[str, torch.Tensor], noise_
         timesteps = torch.multinomial(weights, latents.shape[0], replacement=True).to(latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     target = prediction_target(noise_scheduler, latents, noise, timesteps)
-    return F.mse_loss(model(noisy, timesteps, features).float(), target.float())
+    prediction = model(noisy, timesteps, features).float()
+    if snr_gamma is None:
+        return F.mse_loss(prediction, target.float())
+    per_sample = F.mse_loss(prediction, target.float(), reduction="none").flatten(1).mean(1)
+    return (per_sample * snr_weights(noise_scheduler, timesteps, snr_gamma)).mean()
 
 
-def make_loss_fn(noise_scheduler, encoders: FrozenEncoders | None, weights: torch.Tensor | None = None):
+def make_loss_fn(noise_scheduler, encoders: FrozenEncoders | None, weights: torch.Tensor | None = None, snr_gamma: float | None = None):
     """``loss_fn(model, batch)``; with ``encoders`` the batch holds images and prompts, encoded in the step; ``weights``:
-    the training steps' draw weights (:func:`timestep_weights`, None: uniform)."""
+    the training steps' draw weights (:func:`timestep_weights`, None: uniform); ``snr_gamma``: min-SNR-γ loss weights
+    (:func:`snr_weights`, None: plain MSE)."""
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.float()
 
     def loss_fn(model, batch):
         features = encoders.encode_batch(batch) if encoders is not None else batch
-        return diffusion_loss(model, features, noise_scheduler, weights)
+        return diffusion_loss(model, features, noise_scheduler, weights, snr_gamma)
 
     return loss_fn
 
@@ -139,6 +159,9 @@ def run(cfg) -> None:
     model_cfg = cfg.vision.model
     scheduler_kwargs(model_cfg.noise_schedule)  # an unknown schedule kind or prediction type fails before any model loads
     weights = timestep_weights(cfg.timestep_bias, int(model_cfg.noise_schedule.num_train_timesteps))
+    snr_gamma = None if cfg.snr_gamma is None else float(cfg.snr_gamma)
+    if snr_gamma is not None and snr_gamma <= 0:
+        raise UserError(f"snr_gamma={snr_gamma} must be above 0 (null: plain MSE, the paper's)")
     if cfg.features and not cfg.prepare:
         check_feature_cache(cfg.features, model_cfg)
     out = run_dir(cfg)
@@ -178,7 +201,7 @@ def run(cfg) -> None:
         dataset = VisionDataset(index, model_cfg.image_size, reference, cfg.seed, skip_bad=bool(cfg.data.get("skip_bad", False)), epoch_fn=clock)
         collate_fn, step_encoders = collate, encoders
     grid = SampleGrid(accelerator, encoders, model_cfg, index, reference, out / "samples", cfg.sample_every, cfg.sample_n, cfg.sample_steps, cfg.sample_guidance, cfg.seed)
-    loss_fn = make_loss_fn(build_noise_scheduler(model_cfg), step_encoders, weights)
+    loss_fn = make_loss_fn(build_noise_scheduler(model_cfg), step_encoders, weights, snr_gamma)
     result = train(accelerator, model, dataset, loss_fn, cfg.trainer, out, cfg.seed, collate_fn=collate_fn, on_step=grid, on_epoch=clock.set)
     if accelerator.is_main_process:
         saved = accelerator.unwrap_model(model).save_pretrained(out / MODEL_DIR, model_cfg)
